@@ -1,0 +1,53 @@
+# Two commands do all set-up on a fresh machine: `make reproduce` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed
+DATA ?= data
+PRESET ?= default
+SEED ?= 0
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export PYTHONHASHSEED := 0
+
+.PHONY: env reproduce test data notebooks bench lab clean-env
+
+env: $(STAMP)
+
+# Create .venv when missing; torch==2.13.0 first so no CUDA build is pulled.
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PYTHON) -m cmamlib.data.synth --out $(DATA) --preset $(PRESET) --seed $(SEED)
+
+# Generate the synthetic benchmark, run every notebook through papermill, write reports/.
+reproduce: data
+	@mkdir -p reports
+	@start=$$(date +%s); \
+	for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb); \
+	  echo "== $$nb"; t0=$$(date +%s); \
+	  mkdir -p reports/$$name; \
+	  $(BIN)/papermill --cwd notebooks $$nb reports/$$name/executed.ipynb -p DATA_ROOT ../$(DATA) || exit 1; \
+	  echo "   $$name: $$(( $$(date +%s) - t0 )) s" | tee -a reports/timings.txt; \
+	done; \
+	echo "reproduce total: $$(( $$(date +%s) - start )) s" | tee -a reports/timings.txt
+	$(PYTHON) -m cmamlib.reports readme-table
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q tests
+
+bench: $(STAMP)
+	@for b in $(sort $(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+clean-env:
+	rm -rf $(VENV)
