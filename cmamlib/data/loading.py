@@ -1,0 +1,115 @@
+"""Decode-once image store and batch iteration (the data-loading hot path).
+
+Every image of a split is decoded and resized once, in parallel threads (PIL releases
+the GIL while decoding and resizing), into one ``uint8`` tensor ``(N, 3, H, W)``;
+optionally cached on disk as ``.npy`` (memory-mapped on reload, so a dataset larger
+than RAM still works).  Training batches are then a tensor index plus batched
+augmentation on the training device (:mod:`cmamlib.data.transforms`), which keeps the
+input pipeline far from being the bottleneck (``benchmarks/bench_loading.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .records import DatasetError, Record
+from .transforms import normalize, pil_resize, to_float
+
+
+def _decode(path: str, size: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = pil_resize(im.convert("RGB"), size)
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DatasetError(f"image {path}: file not found") from None
+    except Exception as e:  # PIL raises many types for truncated / non-image files
+        raise DatasetError(f"image {path}: cannot decode as an image ({type(e).__name__}: {e})") from None
+
+
+def _cache_key(paths: Sequence[str], size: tuple[int, int]) -> str:
+    h = hashlib.sha1()
+    h.update(f"{size[0]}x{size[1]}\n".encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def load_images(
+    records: Sequence[Record] | Sequence[str],
+    size: tuple[int, int],
+    workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    desc: str = "decoding",
+) -> torch.Tensor:
+    """Decode and resize every image once.
+
+    Args:
+        records: records (or plain paths), in the order of the output rows.
+        size: ``(H, W)`` of the stored images (the training/test input size).
+        workers: decoding threads (default: number of cores).
+        cache_dir: if given, the tensor is saved as ``<cache_dir>/<key>.npy`` keyed by
+            the paths, sizes and modification times, and memory-mapped on later calls.
+        progress: tqdm progress bar.
+
+    Returns:
+        ``(N, 3, H, W)`` uint8 tensor.
+
+    Raises:
+        DatasetError: naming the first image that is missing or cannot be decoded.
+    """
+    paths = [r.path if isinstance(r, Record) else str(r) for r in records]
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image size must be positive (H, W), got {size}")
+    cache_file = None
+    if cache_dir is not None and paths:
+        cache_file = Path(cache_dir) / f"images_{_cache_key(paths, (h, w))}.npy"
+        if cache_file.exists():
+            arr = np.load(cache_file, mmap_mode="r")
+            if arr.shape == (len(paths), 3, h, w):
+                return torch.from_numpy(np.ascontiguousarray(arr))
+    out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as ex:
+        it = ex.map(lambda p: _decode(p, (h, w)), paths, chunksize=1)
+        for i, a in enumerate(tqdm(it, total=len(paths), desc=desc, disable=not progress, leave=False)):
+            out[i] = a
+    t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npy")
+        np.save(tmp, t.numpy())
+        os.replace(tmp, cache_file)
+    return t
+
+
+def iterate_batches(
+    images: torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    transform=None,
+) -> Iterator[torch.Tensor]:
+    """Yield normalised float batches ``(B, 3, H, W)`` of ``images`` in order (inference).
+
+    Args:
+        images: ``(N, 3, H, W)`` uint8.
+        transform: optional function applied to the float ``[0, 1]`` batch before
+            normalisation (e.g. a gray view).
+    """
+    for s in range(0, images.shape[0], batch_size):
+        x = to_float(images[s : s + batch_size].to(device, non_blocking=True))
+        if transform is not None:
+            x = transform(x)
+        yield normalize(x)
