@@ -1,0 +1,108 @@
+"""Test-time feature extraction with horizontal-flip averaging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+__all__ = ["extract_features"]
+
+
+def _images_of(batch: Any) -> Tensor:
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("images", "image", "img"):
+            if isinstance(batch.get(key), Tensor):
+                return batch[key]
+    raise TypeError(
+        "extract_features: each batch must be a (B, 3, H, W) tensor, a tuple/list whose first "
+        f"element is one, or a dict with an 'images'/'image'/'img' tensor; got {type(batch).__name__}"
+    )
+
+
+def _model_device(model: Callable[[Tensor], Tensor]) -> torch.device:
+    if isinstance(model, nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    batches: Iterable[Any],
+    flip: bool = True,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    progress: bool = True,
+    normalize: bool = True,
+    desc: str = "features",
+) -> Tensor:
+    """Features of every image, in iteration order.
+
+    For each batch ``x``: ``f = model(x)``; with ``flip=True``,
+    ``f = (model(x) + model(flip_w(x))) / 2`` (the common re-ID test-time practice:
+    average the raw features of the image and its horizontal mirror); then, with
+    ``normalize=True``, ``f / ||f||_2`` per row. Averaging comes first, normalisation
+    last.
+
+    The model is put in eval mode for the call (an ``nn.Module``'s previous mode is
+    restored afterwards) and run under ``torch.no_grad``.
+
+    Args:
+        model: eval-mode forward ``(B, 3, H, W) -> (B, D)``, e.g. a
+            :class:`cmamlib.models.ReIDNet` (returns the post-BNNeck feature), or any
+            callable with that contract.
+        batches: iterable of float image batches (B, 3, H, W), already normalised; a
+            ``(images, ...)`` tuple/list (DataLoader style) or a dict with an
+            ``"images"``/``"image"``/``"img"`` entry is accepted too.
+        flip: average with the horizontally flipped batch.
+        device: where to run; default: the device of the model's parameters.
+        amp: autocast (float16 on CUDA, bfloat16 elsewhere).
+        progress: ``tqdm.auto`` progress bar (total = ``len(batches)`` when defined).
+        normalize: L2-normalise each output row.
+        desc: progress-bar label.
+
+    Returns:
+        (N, D) float32 on the CPU; L2-normalised rows when ``normalize``.
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training if isinstance(model, nn.Module) else None
+    if isinstance(model, nn.Module):
+        model.eval()
+    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    try:
+        total = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    out: list[Tensor] = []
+    try:
+        for batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+            x = _images_of(batch).to(dev, non_blocking=True)
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp):
+                f = model(x).float()
+                if flip:
+                    f = (f + model(torch.flip(x, dims=[3])).float()) / 2
+            if f.ndim != 2 or f.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"extract_features: model returned shape {tuple(f.shape)} for a batch of "
+                    f"{x.shape[0]}; expected (B, D) (is the model in eval mode?)"
+                )
+            if normalize:
+                f = torch.nn.functional.normalize(f, dim=1)
+            out.append(f.cpu())
+    finally:
+        if was_training:
+            model.train()  # type: ignore[union-attr]
+    if not out:
+        raise ValueError("extract_features: `batches` yielded no batch")
+    return torch.cat(out, dim=0)
