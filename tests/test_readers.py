@@ -555,3 +555,44 @@ def test_relabel() -> None:
 def test_records_are_records(sysu: Path) -> None:
     r = read_sysu_mm01(sysu, "train")[0]
     assert isinstance(r, Record) and isinstance(r.pid, int) and isinstance(r.camid, int)
+
+
+# ----------------------------------------------------------------------------- synthetic benchmark
+
+
+def test_readers_on_synthetic_benchmark(tmp_path: Path) -> None:
+    """The generator's trees read back with the counts it reports (tiny preset, ~2 s)."""
+    from cmamlib.data.synth import generate
+
+    counts = generate(tmp_path, "tiny", seed=0, workers=1, progress=False)["counts"]
+    sysu = tmp_path / "SYSU-MM01-synth"
+    assert detect_layout(sysu) == "sysu-mm01"
+    train = summarize(read_dataset("auto", sysu, "train", verify=True))
+    test = summarize(read_dataset("auto", sysu, "test", verify=True))
+    c = counts["SYSU-MM01-synth"]
+    assert train["ids"] == c["train"]["ids"] + c["val"]["ids"]
+    assert train["visible_images"] == c["train"]["visible"] + c["val"]["visible"]
+    assert train["infrared_images"] == c["train"]["infrared"] + c["val"]["infrared"]
+    assert (test["ids"], test["visible_images"]) == (c["test"]["ids"], c["test"]["visible"])
+    query, gallery = sysu_query_gallery(sysu)
+    assert len(query) == c["test"]["infrared"] and len(gallery) == c["test"]["visible"]
+
+    regdb = tmp_path / "RegDB-synth"
+    assert detect_layout(regdb) == "regdb"
+    c = counts["RegDB-synth"]
+    for trial in (1, 10):
+        recs = read_regdb(regdb, trial, "train") + read_regdb(regdb, trial, "test", verify=True)
+        s = summarize(recs)
+        assert (s["visible_images"], s["infrared_images"]) == (c["visible"], c["thermal"])
+        assert s["ids"] == c["ids"]
+
+    market = tmp_path / "Market-1501-synth"
+    assert detect_layout(market) == "market-1501"
+    c = counts["Market-1501-synth"]
+    train = read_market1501(market, "train", verify=True)
+    query = read_market1501(market, "query", verify=True)
+    gallery = read_market1501(market, "gallery", verify=True)
+    assert (len(train), summarize(train)["ids"]) == tuple(c["bounding_box_train"].values())
+    assert (len(query), summarize(query)["ids"]) == tuple(c["query"].values())
+    assert {r.pid for r in gallery} - {0} <= {r.pid for r in query}
+    assert any(r.pid == 0 for r in gallery) and all(r.pid != -1 for r in gallery)
