@@ -540,7 +540,7 @@ def load_pretrained(model: ReIDNet | ResNet, path: str | os.PathLike) -> LoadRes
     Raises:
         ValueError: the backbone width is not 64 (ImageNet weights are width 64), or a
             tensor's shape differs (the message names the key and both shapes), or the
-            file is not a state dict of tensors.
+            file is not a state dict of tensors, or none of its keys matches the layout.
         FileNotFoundError: ``path`` does not exist.
     """
     if isinstance(model, ReIDNet):
