@@ -665,9 +665,9 @@ def generate(
         ``{"preset", "seed", "counts": {...}, "seconds"}``; also written to
         ``out/synth_manifest.json``.
     """
-    cfg = PRESETS[preset] if isinstance(preset, str) else preset
     if isinstance(preset, str) and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
     unknown = set(datasets) - set(DOMAIN_CODES)
     if unknown:
         raise ValueError(f"unknown datasets {sorted(unknown)}; expected a subset of {sorted(DOMAIN_CODES)}")

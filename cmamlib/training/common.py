@@ -1,0 +1,171 @@
+"""Pieces shared by the training stages: optimiser and schedule, AMP, logs, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..utils import atomic_save
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters (re-ID baselines: lr 3.5e-4, weight decay 5e-4)."""
+    return torch.optim.Adam([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine") -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based).
+
+    Linear warm-up from 0.1 to 1 over ``warmup_steps``, then ``"cosine"`` decay to 0.01
+    at ``total_steps``, or ``"constant"``.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return 0.1 + 0.9 * step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"schedule {schedule!r}: expected 'cosine' or 'constant'")
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
+    """``torch.autocast`` on CUDA (float16 or bfloat16) when enabled, else a no-op context."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float16)
+
+
+def make_scaler(device: torch.device, enabled: bool, dtype: str = "float16"):
+    """GradScaler for float16 AMP on CUDA; a disabled scaler otherwise (bf16 needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=bool(enabled and device.type == "cuda" and dtype == "float16"))
+
+
+class JsonlLogger:
+    """Append one JSON object per line (per epoch) to ``path``; also kept in ``.rows``."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
+        self.rows: list[dict] = []
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, row: dict) -> None:
+        row = {k: _jsonable(v) for k, v in row.items()}
+        self.rows.append(row)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def truncate_to(self, epochs: int) -> None:
+        """Keep rows of epochs < ``epochs`` (resume after a kill): rewrites the file."""
+        if self.path is None or not self.path.exists():
+            return
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r.get("epoch", -1) < epochs]
+        self.rows = rows
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.path)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if hasattr(v, "item") and callable(v.item) and getattr(v, "shape", None) == ():
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Dataclass config -> JSON-serialisable dict (nested dataclasses, tuples as lists)."""
+    if is_dataclass(cfg):
+        return json.loads(json.dumps(asdict(cfg), default=str))
+    return dict(cfg)
+
+
+def config_from_dict(cls, d: dict):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys by name."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; known: {sorted(names)}")
+    kw = {}
+    for k, v in d.items():
+        f = names[k]
+        if is_dataclass(f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default) and isinstance(v, dict):
+            sub = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
+            kw[k] = config_from_dict(type(sub), v)
+        elif isinstance(v, list):
+            kw[k] = tuple(v)
+        else:
+            kw[k] = v
+    return cls(**kw)
+
+
+class Checkpointer:
+    """Per-epoch checkpoints of a run folder, written atomically.
+
+    ``<run_dir>/checkpoint.pt`` holds the latest complete epoch (state dicts, optimiser,
+    RNG states, config, epoch); a crash or a failed write at any point leaves the
+    previous complete checkpoint in place (temp file + rename, see
+    :func:`cmamlib.utils.atomic_save`).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "checkpoint.pt"
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        state = dict(state, saved_at=time.time())
+        atomic_save(state, self.path)
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict:
+    """Snapshot of the torch / numpy / python RNG states (for exact resume)."""
+    import random
+
+    import numpy as np
+
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
