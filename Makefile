@@ -10,6 +10,10 @@ PRESET ?= default
 SEED ?= 0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
+# OpenMP threads sleep instead of spinning when idle: on 2 oversubscribed cores spinning
+# makes torch 2-10x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: env reproduce test data notebooks bench lab clean-env
 

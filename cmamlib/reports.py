@@ -1,0 +1,177 @@
+"""One helper for everything notebooks write to ``reports/`` and for the README table.
+
+Every notebook writes ``reports/NN_name/metrics.json`` and its PNG figures through
+:func:`write_metrics` / :func:`save_figure`; :func:`update_readme` regenerates the
+README's results section (between ``<!-- results:start -->`` and
+``<!-- results:end -->``) from those JSON files, so every figure in the README comes
+from a file a notebook wrote.
+
+CLI: ``python -m cmamlib.reports readme-table [--reports reports] [--readme README.md]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def report_dir(name: str, root: str | os.PathLike = "reports") -> Path:
+    """``<root>/<name>/``, created if missing (``name`` like ``"00_synthetic_benchmark"``)."""
+    d = Path(root) / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "to_dict") and callable(v.to_dict):
+        return _clean(v.to_dict())
+    if hasattr(v, "tolist") and callable(v.tolist):
+        return _clean(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_metrics(name: str, metrics: dict, root: str | os.PathLike = "reports") -> Path:
+    """Write ``metrics`` (+ a ``_meta`` block: time, host, torch version) to
+    ``<root>/<name>/metrics.json`` atomically and return the path."""
+    import torch
+
+    d = report_dir(name, root)
+    payload = dict(_clean(metrics))
+    payload["_meta"] = {
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    path = d / "metrics.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(name: str, root: str | os.PathLike = "reports") -> dict | None:
+    p = Path(root) / name / "metrics.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def save_figure(fig, name: str, filename: str, root: str | os.PathLike = "reports", dpi: int = 110) -> Path:
+    """Save a matplotlib figure as ``<root>/<name>/<filename>`` (PNG)."""
+    d = report_dir(name, root)
+    path = d / filename
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# ----------------------------------------------------------------------------- README table
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ms(entry: dict | None, key: str) -> str:
+    """``mean ± std`` in percent of ``entry[key]`` = {"mean", "std"} or a float."""
+    if entry is None or key not in entry or entry[key] is None:
+        return "-"
+    v = entry[key]
+    if isinstance(v, dict):
+        if v.get("std") is None:
+            return _pct(v.get("mean"))
+        return f"{_pct(v['mean'])} ± {_pct(v['std'])}"
+    return _pct(v)
+
+
+SECTION_RENDERERS: list[tuple[str, Callable[[dict], list[str]]]] = []
+
+
+def section(name: str):
+    """Register a README renderer for ``reports/<name>/metrics.json``."""
+
+    def deco(fn):
+        SECTION_RENDERERS.append((name, fn))
+        return fn
+
+    return deco
+
+
+@section("00_synthetic_benchmark")
+def _render_calibration(m: dict) -> list[str]:
+    out = [
+        "**Synthetic benchmark calibration** (`reports/00_synthetic_benchmark/metrics.json`; supervised models, "
+        f"identity labels used for calibration only; mean ± std over seeds {m.get('seeds')}, "
+        f"{m.get('backbone', '')}):",
+        "",
+        "| model | protocol | R1 | mAP | check |",
+        "|---|---|---|---|---|",
+    ]
+    for row in m.get("table", []):
+        out.append(f"| {row['model']} | {row['protocol']} | {_ms(row, 'R1')} | {_ms(row, 'mAP')} | {row.get('check', '')} |")
+    checks = m.get("checks", {})
+    if checks:
+        ok = ", ".join(f"({k}) {'pass' if v['pass'] else 'FAIL'}" for k, v in checks.items())
+        out += ["", f"Calibration properties: {ok}."]
+    return out
+
+
+def render_results(root: str | os.PathLike = "reports") -> str:
+    """The README results section, from every registered ``metrics.json`` that exists."""
+    parts: list[str] = []
+    for name, fn in SECTION_RENDERERS:
+        m = read_metrics(name, root)
+        if m is None:
+            parts.append(f"*`reports/{name}/metrics.json` not written yet: run `make reproduce`.*")
+            continue
+        parts += fn(m)
+        parts.append("")
+    timings = Path(root) / "timings.txt"
+    if timings.exists():
+        lines = [ln.strip() for ln in timings.read_text().splitlines() if ln.strip()]
+        if lines:
+            parts += ["Wall time of the last `make reproduce` on this machine (`reports/timings.txt`):", ""]
+            parts += ["```"] + lines[-12:] + ["```"]
+    return "\n".join(parts).strip() + "\n"
+
+
+def update_readme(readme: str | os.PathLike = "README.md", root: str | os.PathLike = "reports") -> bool:
+    """Replace the README section between the markers; returns True if it changed."""
+    p = Path(readme)
+    text = p.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{p}: markers {START} / {END} not found")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = head + START + "\n" + render_results(root) + END + tail
+    if new != text:
+        p.write_text(new)
+        return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="cmamlib report helpers")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rt = sub.add_parser("readme-table", help="regenerate the README results section from reports/")
+    rt.add_argument("--reports", default="reports")
+    rt.add_argument("--readme", default="README.md")
+    args = ap.parse_args(argv)
+    if args.cmd == "readme-table":
+        changed = update_readme(args.readme, args.reports)
+        print(f"{args.readme}: results section {'updated' if changed else 'unchanged'}")
+
+
+if __name__ == "__main__":
+    main()
