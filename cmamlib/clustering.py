@@ -50,6 +50,8 @@ __all__ = [
     "jaccard_distance",
     "jaccard_distance_sparse",
     "knn_self_first",
+    "label_quality",
+    "pseudo_labels",
 ]
 
 
@@ -720,4 +722,81 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
         rank = np.empty(len(first), dtype=np.int64)
         rank[np.argsort(first, kind="stable")] = np.arange(len(first))
         out[valid] = rank[inv]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# pseudo labels for training, and their quality (diagnostics only)
+# --------------------------------------------------------------------------------------
+
+
+def pseudo_labels(
+    features: torch.Tensor | np.ndarray,
+    k1: int = 30,
+    k2: int = 6,
+    eps: float = 0.6,
+    min_samples: int = 4,
+    sparse_above: int = 20000,
+) -> np.ndarray:
+    """Jaccard distance + DBSCAN pseudo labels, as cluster-contrast re-ID and the CMAM
+    authors' code compute them once per epoch.
+
+    Args:
+        features: (N, D) float, L2-normalised rows.
+        k1, k2: :func:`jaccard_distance` parameters; ``k1`` is reduced to ``N - 1`` for
+            tiny sets (fewer than ``k1 + 1`` samples) so that smoke runs work.
+        eps, min_samples: :func:`cluster_dbscan` parameters.
+        sparse_above: use the bounded-memory :func:`jaccard_distance_sparse` when
+            N is larger (identical labels, less memory).
+
+    Returns:
+        (N,) int64 labels 0..K-1, -1 for noise.
+    """
+    n = int(features.shape[0])
+    k1 = min(int(k1), n - 1)
+    k2 = min(int(k2), k1)
+    if n > sparse_above and eps < 1:
+        dist = jaccard_distance_sparse(features, k1=k1, k2=k2)
+    else:
+        dist = jaccard_distance(features, k1=k1, k2=k2)
+    return cluster_dbscan(dist, eps=eps, min_samples=min_samples)
+
+
+def label_quality(labels: np.ndarray, true_ids: np.ndarray) -> dict[str, float]:
+    """Quality of pseudo labels against the true identities (a diagnostic: true ids are
+    never used for training).
+
+    Args:
+        labels: (N,) int pseudo labels, -1 = noise.
+        true_ids: (N,) int true identities.
+
+    Returns:
+        ``clusters`` (number of clusters), ``noise_fraction``, and on the non-noise
+        samples: ``ari`` (adjusted Rand index), ``nmi`` (normalised mutual
+        information) and ``purity`` (fraction of samples whose cluster's majority true
+        identity is their own); 0 for the three when every sample is noise.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    labels = np.asarray(labels).reshape(-1)
+    true_ids = np.asarray(true_ids).reshape(-1)
+    if labels.shape != true_ids.shape:
+        raise ValueError(f"labels has {labels.shape[0]} entries, true_ids {true_ids.shape[0]}")
+    keep = labels >= 0
+    out = {
+        "clusters": int(len(np.unique(labels[keep]))),
+        "noise_fraction": float(1 - keep.mean()) if len(labels) else 0.0,
+        "ari": 0.0,
+        "nmi": 0.0,
+        "purity": 0.0,
+    }
+    if keep.any():
+        lab, tid = labels[keep], true_ids[keep]
+        out["ari"] = float(adjusted_rand_score(tid, lab))
+        out["nmi"] = float(normalized_mutual_info_score(tid, lab))
+        _, t_inv = np.unique(tid, return_inverse=True)
+        _, l_inv = np.unique(lab, return_inverse=True)
+        counts = np.zeros((l_inv.max() + 1, t_inv.max() + 1), dtype=np.int64)
+        np.add.at(counts, (l_inv, t_inv), 1)
+        out["purity"] = float(counts.max(1).sum() / keep.sum())
     return out

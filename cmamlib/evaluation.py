@@ -46,6 +46,7 @@ __all__ = [
     "EvalResult",
     "SYSU_GALLERY_CAMERAS",
     "eval_llcm",
+    "eval_market",
     "eval_regdb",
     "eval_sysu",
     "evaluate_llcm",
@@ -326,6 +327,27 @@ def eval_regdb(
     distmat, q_pids, g_pids, _, _ = _check_inputs(distmat, q_pids, g_pids, None, None, max_rank)
     max_rank = min(int(max_rank), distmat.shape[1])
     return _rank_metrics(distmat, q_pids, g_pids, None, max_rank, unique_id_cmc=False)
+
+
+def eval_market(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 20,
+) -> tuple[np.ndarray, float, float]:
+    """Market-1501 / MSMT17 evaluation (torchreid ``eval_market1501``): gallery entries
+    with the query's identity *and* camera are dropped; standard CMC (first kept
+    positive, no duplicate removal); AP and INP over valid queries. Used for the
+    source-domain (visible -> visible) diagnostic of stage 1.
+
+    Args and returns as :func:`eval_sysu`, with the standard CMC of :func:`eval_regdb`.
+    """
+    distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
+    max_rank = min(int(max_rank), distmat.shape[1])
+    removed = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+    return _rank_metrics(distmat, q_pids, g_pids, removed, max_rank, unique_id_cmc=False)
 
 
 # --------------------------------------------------------------------------------------

@@ -205,3 +205,39 @@ def test_hdbscan_dense_and_sparse():
     both = (a >= 0) & (b >= 0)
     assert adjusted_rand_score(a[both], b[both]) > 0.9
     assert adjusted_rand_score(ids[a >= 0], a[a >= 0]) > 0.7
+
+
+def test_label_quality_against_loop():
+    from cmamlib.clustering import label_quality
+
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 6, 80)
+    lab = np.where(rng.random(80) < 0.2, -1, (true + (rng.random(80) < 0.2)) % 7)
+    q = label_quality(lab, true)
+    keep = lab >= 0
+    # purity, the obvious way
+    hits = 0
+    for c in set(lab[keep].tolist()):
+        members = true[lab == c]
+        hits += max((members == t).sum() for t in set(members.tolist()))
+    assert q["purity"] == pytest.approx(hits / keep.sum())
+    assert q["clusters"] == len(set(lab[keep].tolist()))
+    assert q["noise_fraction"] == pytest.approx(1 - keep.mean())
+    perfect = label_quality(true, true)
+    assert perfect["ari"] == pytest.approx(1) and perfect["nmi"] == pytest.approx(1) and perfect["purity"] == 1
+
+
+def test_pseudo_labels_finds_separated_blobs():
+    from cmamlib.clustering import pseudo_labels
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 16))
+    x = np.repeat(centres, 12, axis=0) + 0.05 * rng.normal(size=(60, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    lab = pseudo_labels(x.astype(np.float32), k1=10, k2=4, eps=0.6, min_samples=4)
+    true = np.repeat(np.arange(5), 12)
+    assert len(set(lab.tolist()) - {-1}) == 5
+    for c in range(5):
+        assert len(set(lab[true == c].tolist())) == 1
+    # tiny sets: k1 is reduced instead of failing
+    assert pseudo_labels(x[:8].astype(np.float32), k1=30).shape == (8,)

@@ -16,6 +16,7 @@ from cmamlib.data.records import Record
 from cmamlib.evaluation import (
     EvalResult,
     eval_llcm,
+    eval_market,
     eval_regdb,
     eval_sysu,
     evaluate_llcm,
@@ -44,7 +45,7 @@ def oracle_eval(distmat, q_pids, g_pids, q_camids=None, g_camids=None, max_rank=
         for j in indices[i]:
             if protocol == "sysu" and q_camids[i] == 3 and g_camids[j] == 2:
                 continue
-            if protocol == "llcm" and g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i]:
+            if protocol in ("llcm", "market") and g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i]:
                 continue
             kept.append(j)
         hit_ranks = [r for r, j in enumerate(kept) if g_pids[j] == q_pids[i]]
@@ -119,6 +120,13 @@ def test_eval_llcm_matches_oracle(seed, ties):
 def test_eval_regdb_matches_oracle(seed, ties):
     dist, qp, gp, _, _ = make_case(50, 60, 10, seed, "regdb", ties)
     _assert_close(eval_regdb(dist, qp, gp), oracle_eval(dist, qp, gp, protocol="regdb"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+def test_eval_market_matches_oracle(seed, ties):
+    dist, qp, gp, qc, gc = make_case(50, 60, 10, seed, "market", ties)
+    _assert_close(eval_market(dist, qp, gp, qc, gc), oracle_eval(dist, qp, gp, qc, gc, protocol="market"))
 
 
 @pytest.mark.parametrize("seed", range(3))

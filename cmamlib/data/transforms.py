@@ -120,6 +120,20 @@ def gray_view(
     return g
 
 
+def denormalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Inverse of :func:`normalize`: ``x * std + mean`` per channel."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x * s + m
+
+
+def gray_of_normalised(x: torch.Tensor, mode: str = "random_channel", gen: torch.Generator | None = None) -> torch.Tensor:
+    """Gray view of an already augmented and normalised batch (so both views share the
+    crop, flip and erasing): denormalise, :func:`gray_view`, normalise again.
+    ``(B, 3, H, W)`` float in, same shape out."""
+    return normalize(gray_view(denormalize(x), mode, gen))
+
+
 def channel_exchange(x: torch.Tensor, p: float = 0.5, gen: torch.Generator | None = None) -> torch.Tensor:
     """Channel augmentation (Ye et al., ICCV 2021, "CAJ"): with probability ``p`` per
     image either replicate one random channel to all three or randomly permute the
