@@ -93,3 +93,54 @@ def curves(history: Sequence[dict], keys: Sequence[str], title: str = "", xkey: 
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def views_grid(source: Sequence[Record], target_ir: Sequence[Record], num: int = 5, seed: int = 0, size=(128, 64)):
+    """Stage-1 views of source images beside real target infrared images.
+
+    Columns: ``RGB | gray (luma) | gray R | gray G | gray B | target IR``: the RGB view,
+    the BT.601 gray view, the three possible random-channel gray views (the authors'
+    default, one picked per image), and a real infrared image of the target domain
+    (another person: the point is the look of the modality, not the identity).
+    """
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    src = [source[i] for i in sorted(rng.choice(len(source), min(num, len(source)), replace=False))]
+    irs = [target_ir[i] for i in sorted(rng.choice(len(target_ir), min(num, len(target_ir)), replace=False))]
+    cols = ["RGB", "gray (luma)", "gray R", "gray G", "gray B", "target IR"]
+    fig, axes = plt.subplots(len(src), len(cols), figsize=(1.2 * len(cols), 2.2 * len(src)))
+    axes = np.atleast_2d(axes)
+    for i, r in enumerate(src):
+        v = np.asarray(Image.open(r.path).convert("RGB").resize(size[::-1]))
+        chans = [np.repeat(v[..., c : c + 1], 3, axis=2) for c in range(3)]
+        ir = np.asarray(Image.open(irs[i % len(irs)].path).convert("RGB").resize(size[::-1]))
+        for j, im in enumerate([v, np.asarray(_luma(Image.fromarray(v)))] + chans + [ir]):
+            ax = axes[i, j]
+            ax.imshow(im)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def results_bars(rows: Sequence[dict], keys: Sequence[str], label_key: str = "variant", title: str = ""):
+    """Grouped bars: one group per row, one bar per ``row[key]`` (fractions, shown in %)."""
+    import matplotlib.pyplot as plt
+
+    n, k = len(rows), len(keys)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * n + 2), 3.3))
+    w = 0.8 / max(k, 1)
+    for j, key in enumerate(keys):
+        vals = [100 * float(r.get(key) or 0.0) for r in rows]
+        errs = [100 * float(r.get(key + "_std") or 0.0) for r in rows]
+        ax.bar(np.arange(n) + (j - (k - 1) / 2) * w, vals, w, yerr=errs, capsize=2, label=key)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([str(r[label_key]) for r in rows], rotation=25, ha="right", fontsize=7)
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

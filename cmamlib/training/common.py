@@ -147,6 +147,23 @@ class Checkpointer:
         return torch.load(self.path, map_location="cpu", weights_only=False)
 
 
+#: Config fields that may differ between a run and its resumption (hardware, not method).
+RESUME_FREE_FIELDS = ("device", "eval_batch_size")
+
+
+def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
+    """Raise if the checkpoint ``state`` was written with another config than ``cfg``
+    (a resumed run must be the same run), naming the differing fields."""
+    old, new = state.get("config", {}), config_to_dict(cfg)
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:8])
+        raise ValueError(
+            f"cannot resume from {path}: it was written with another config ({detail}); "
+            "use another run folder or resume=False"
+        )
+
+
 def rng_state() -> dict:
     """Snapshot of the torch / numpy / python RNG states (for exact resume)."""
     import random

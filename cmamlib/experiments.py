@@ -1,0 +1,203 @@
+"""Glue for the notebooks and the command line: load a benchmark once at the training
+size, and evaluate a feature function on it with the standard protocols.
+
+A *feature function* maps uint8 images ``(N, 3, H, W)`` to L2-normalised features
+``(N, D)``; :func:`model_features` builds one from a model (the image as it is, or its
+gray view), :func:`fused_features` from several (concatenated, re-normalised).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data import read_market1501, read_sysu_mm01, sysu_query_gallery
+from .data.loading import load_images
+from .data.records import Record, record_arrays
+from .evaluation import eval_market, evaluate_sysu, pairwise_distance
+from .training.loop import extract, fuse
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Split:
+    """Records and their decoded uint8 images ``(N, 3, H, W)``."""
+
+    records: list[Record]
+    images: torch.Tensor
+
+
+@dataclass
+class SysuData:
+    """SYSU-MM01(-synth) at one image size: training split, query, gallery candidates
+    (all-search cameras; indoor is a subset)."""
+
+    root: str
+    train: Split
+    query: Split
+    gallery: Split
+
+
+@dataclass
+class MarketData:
+    """Market-1501(-synth): training images (stage-1 source) and query / gallery."""
+
+    root: str
+    train: Split
+    query: Split
+    gallery: Split
+
+
+def _split(records: Sequence[Record], size: tuple[int, int], progress: bool, desc: str, cache_dir=None) -> Split:
+    return Split(list(records), load_images(records, size, progress=progress, desc=desc, cache_dir=cache_dir))
+
+
+def load_sysu(root: str | Path, size: tuple[int, int], progress: bool = True, cache_dir=None) -> SysuData:
+    """Read SYSU-MM01 (train = train + val ids, test) and decode every image once."""
+    train = read_sysu_mm01(root, "train")
+    query, gallery = sysu_query_gallery(read_sysu_mm01(root, "test"), "all")
+    return SysuData(
+        str(root),
+        _split(train, size, progress, "SYSU train", cache_dir),
+        _split(query, size, progress, "SYSU query", cache_dir),
+        _split(gallery, size, progress, "SYSU gallery", cache_dir),
+    )
+
+
+def load_market(root: str | Path, size: tuple[int, int], progress: bool = True, cache_dir=None) -> MarketData:
+    """Read Market-1501 (train, query, gallery) and decode every image once."""
+    return MarketData(
+        str(root),
+        _split(read_market1501(root, "train"), size, progress, "Market train", cache_dir),
+        _split(read_market1501(root, "query"), size, progress, "Market query", cache_dir),
+        _split(read_market1501(root, "gallery"), size, progress, "Market gallery", cache_dir),
+    )
+
+
+def model_features(model: nn.Module, gray: str | None = None, batch_size: int = 256, seed: int = 0) -> FeatureFn:
+    """Feature function of one model (run on the model's device): flip-averaged,
+    L2-normalised; ``gray`` feeds the gray view (``"luma"`` / ``"random_channel"``,
+    seeded) instead of the image."""
+    dev = next(model.parameters()).device
+    return lambda images: extract(model, images, dev, batch_size, gray=gray, seed=seed)
+
+
+def fused_features(fns: Sequence[FeatureFn], how: str = "concat") -> FeatureFn:
+    """Fusion of several feature functions (:func:`cmamlib.training.loop.fuse`)."""
+    return lambda images: fuse([fn(images) for fn in fns], how)
+
+
+def evaluate_sysu_fn(fn: FeatureFn, data: SysuData, trials: int = 10) -> dict:
+    """SYSU-MM01 all-search and indoor-search (IR query -> visible gallery) of a feature
+    function; returns ``{"all": EvalResult.to_dict(), "indoor": ...}``."""
+    qf, gf = fn(data.query.images), fn(data.gallery.images)
+    res = evaluate_sysu(qf, data.query.records, gf, data.gallery.records, modes=("all", "indoor"), trials=trials)
+    return {k: v.to_dict() for k, v in res.items()}
+
+
+def evaluate_market_fn(fn: FeatureFn, data: MarketData) -> dict:
+    """Source-domain diagnostic: Market-1501 visible query -> visible gallery (standard
+    protocol, same-id same-camera gallery entries dropped)."""
+    qf, gf = fn(data.query.images), fn(data.gallery.images)
+    qp, qc, _ = record_arrays(data.query.records)
+    gp, gc, _ = record_arrays(data.gallery.records)
+    cmc, mAP, mINP = eval_market(pairwise_distance(qf, gf), qp, gp, qc, gc)
+    return {"R1": float(cmc[0]), "R5": float(cmc[min(4, len(cmc) - 1)]), "mAP": mAP, "mINP": mINP}
+
+
+def brief(res: dict) -> dict:
+    """``{"all": {R1, mAP, ...mean}, "indoor": ...}`` from :func:`evaluate_sysu_fn`."""
+    return {k: v["mean"] for k, v in res.items()}
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------
+# stage-1 experiments (notebooks 01 and 02)
+# --------------------------------------------------------------------------------------
+
+
+def mean_std(rows: Sequence[dict], keys: Sequence[str]) -> dict:
+    """``{key: mean, key_std: std}`` over per-seed rows (population std)."""
+    out = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows], dtype=float)
+        out[k], out[k + "_std"] = float(v.mean()), float(v.std())
+    return out
+
+
+def stage1_metrics(model: nn.Module, sysu: SysuData, market: MarketData | None, trials: int) -> dict:
+    """Direct transfer of an RGB-gray extractor (the image as it is, no target training):
+    SYSU all / indoor R1, mAP, mINP; and the source V->V diagnostic."""
+    fn = model_features(model)
+    res = brief(evaluate_sysu_fn(fn, sysu, trials))
+    row = {f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "mAP", "mINP")}
+    if market is not None:
+        src = evaluate_market_fn(fn, market)
+        row.update(source_R1=src["R1"], source_mAP=src["mAP"])
+    return row
+
+
+STAGE1_KEYS = ("all_R1", "all_mAP", "all_mINP", "indoor_R1", "indoor_mAP", "source_mAP")
+
+
+def stage1_experiment(
+    base,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    sysu: SysuData,
+    market: MarketData,
+    runs_dir: str | Path | None,
+    trials: int = 10,
+    random_init: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train each stage-1 variant (:data:`cmamlib.training.cmam.VARIANTS`) for each seed
+    on the source training images and evaluate it by direct transfer.
+
+    Runs live in ``runs_dir/stage1/<variant>_seed<s>/`` and are resumed when complete
+    or interrupted (a run whose config changed raises instead), so notebooks 01 and 02
+    share them. ``random_init`` adds the untrained network as a row.
+
+    Returns:
+        ``{"rows": [{variant, seeds, <metric>, <metric>_std, ...}], "per_seed": {...},
+        "histories": {variant: [per-epoch rows of the first seed]}, "seconds": {...}}``.
+    """
+    import time
+    from dataclasses import replace
+
+    from .models import build_model
+    from .training.cmam import run_cmam, variant_config
+    from .utils import seed_everything
+
+    per_seed: dict[str, list[dict]] = {}
+    histories: dict[str, list[dict]] = {}
+    seconds: dict[str, float] = {}
+    if random_init:
+        rows = []
+        for s in seeds:
+            seed_everything(s)
+            m = build_model(base.arch, width=base.width, last_stride=base.last_stride).eval()
+            rows.append({"seed": s, **stage1_metrics(m, sysu, market, trials)})
+        per_seed["random_init"] = rows
+    for name in variants:
+        rows = []
+        t0 = time.time()
+        for s in seeds:
+            cfg = replace(variant_config(base, name), seed=s)
+            run_dir = None if runs_dir is None else Path(runs_dir) / "stage1" / f"{name}_seed{s}"
+            res = run_cmam(cfg, market.train.records, market.train.images, run_dir=run_dir, resume=run_dir is not None, progress=progress)
+            rows.append({"seed": s, "train_images_per_second": res.images_per_second, **stage1_metrics(res.model_rg, sysu, market, trials)})
+            histories.setdefault(name, res.history)
+        per_seed[name] = rows
+        seconds[name] = time.time() - t0
+    table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE1_KEYS)} for name, rows in per_seed.items()]
+    return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}

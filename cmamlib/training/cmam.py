@@ -1,0 +1,461 @@
+"""Stage 1: CMAM, cross-modality asymmetric mutual learning on unlabeled visible source
+images (shared/METHOD.md, "Stage 1" and "What the authors' released code does").
+
+Two networks:
+
+* ``F_rg``, the RGB-gray extractor, fed the RGB view and the gray ("fake infrared")
+  view of every image (one concatenated forward);
+* ``F_g``, the auxiliary gray extractor, fed the gray view only.
+
+Per epoch: features of every source image, Jaccard + DBSCAN pseudo labels
+(``label_space="shared"``: one label set from ``concat(F_rg(RGB), F_g(gray))``, as the
+authors' code uses one label set for all branches; ``"per_network"``: each network
+clusters its own features, the earlier reconstruction), a cluster memory per network
+(cluster-contrast, Dai et al. ACCV 2022) initialised at the cluster centroids, then P x K
+batches with
+
+* per branch: memory contrastive loss (+ optional batch-hard triplet),
+* the asymmetric mutual terms, knowledge flowing ``F_rg(RGB) -> F_g(gray) -> F_rg(gray)``
+  while ``F_rg(RGB)`` is never a student::
+
+      L_rg2g = kl_w * symKL(z_g(gray), sg z_rg(RGB)) + sim_w * SIM(f_g(gray), sg f_rg(RGB))
+      L_g2rg = kl_w * symKL(z_rg(gray), sg z_g(gray)) + sim_w * SIM(f_rg(gray), sg f_g(gray))
+      L = L_mem + lambda_rg2g * L_rg2g + lambda_g2rg * L_g2rg
+
+  with ``z`` the memory logits (cosine / temperature), ``f`` the BNNeck features,
+  ``symKL`` / ``SIM`` from :mod:`cmamlib.losses`, KL switched on after
+  ``kl_start_fraction`` of the epochs (the authors' two-run schedule).
+
+Ablations (METHOD.md): ``symmetric`` (the RGB view is also a student of ``F_g``),
+``tie_rgb_to_gray`` (an extra term pulling ``F_rg(RGB)`` towards ``F_rg(gray)``),
+``use_aux_gray=False`` (no ``F_g``), ``use_gray_view=False`` (RGB only), ``ema``
+(mean-teacher targets). Source identity labels are never read here: only image paths.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..clustering import label_quality, pseudo_labels
+from ..data.loading import load_images
+from ..data.records import Record
+from ..data.samplers import RandomIdentitySampler
+from ..data.transforms import AugmentConfig, augment, gray_of_normalised, to_float
+from ..losses import SimilarityMatrixLoss, SymmetricKL, TripletLoss
+from ..memory import ClusterMemory
+from ..models import ReIDNet, build_model
+from ..utils import resolve_device, seed_everything
+from .common import Checkpointer, JsonlLogger, autocast, check_resume_config, config_to_dict, make_optimizer, make_scaler, rng_state, set_lr, set_rng_state
+from .loop import StopTraining, ema_update, epoch_lr, extract, fuse, make_ema
+
+__all__ = ["CMAMConfig", "CMAMResult", "run_cmam", "VARIANTS"]
+
+
+@dataclass
+class CMAMConfig:
+    """Stage-1 configuration. Defaults: the CPU synthetic preset; the paper-scale values
+    are in METHOD.md ("Defaults at paper scale"). Fields marked *reconstruction* are
+    choices neither the paper's abstract nor its code settles.
+
+    Attributes:
+        arch / width / last_stride / pretrained: backbone (:func:`cmamlib.models.build_model`;
+            ``pretrained``: ImageNet weights file in torchvision keys, both networks).
+        image_size: ``(H, W)``; the authors use 384x128.
+        batch_size / num_instances: P x K batches over pseudo labels (authors 64 = 4 x 16).
+        epochs / iters_per_epoch: epochs of re-clustering; None = one pass over the
+            pseudo-labelled images per epoch.
+        lr / weight_decay / warmup_epochs: Adam 3.5e-4, 5e-4, warm-up then cosine.
+        label_space: ``"shared"`` (default, the code) or ``"per_network"`` (reconstruction).
+        k1 / k2 / eps / min_samples: Jaccard + DBSCAN (cluster-contrast: 30, 6, 0.6, 4).
+        temperature / memory_momentum / memory_mode: cluster memory (0.05, 0.2, "mean";
+            *reconstruction*: the code uses a circle classifier on fixed labels).
+        gray_mode: ``"random_channel"`` (default, the code) or ``"luma"``.
+        use_gray_view / use_aux_gray: ablations (i) RGB only, (ii) one network.
+        kl_weight / sim_weight / kl_start_fraction: mutual terms (0.1, 0.5, 0.5: the code).
+        lambda_rg2g / lambda_g2rg: per-direction scales (1.0 each).
+        rg2g_teacher_view: ``"rgb"`` (the code) or ``"gray"`` (*reconstruction*).
+        symmetric: ablation (iii): the RGB view of F_rg is also a student of F_g.
+        tie_rgb_to_gray / tie_weight: ablation (v): pull F_rg(RGB) towards F_rg(gray).
+        triplet_weight: batch-hard triplet on pooled features (0: off; the code uses 1
+            with its classifier).
+        ema / ema_momentum: mean-teacher targets for the mutual terms (off; 0.999).
+        fusion: how the shared label space fuses the two networks' features.
+        augment: crop / flip / erasing (both views share them).
+        seed / device / amp: reproducibility and hardware.
+        eval_batch_size: inference batch.
+    """
+
+    arch: str = "resnet18"
+    width: int = 32
+    last_stride: int = 1
+    pretrained: str | None = None
+    image_size: tuple[int, int] = (64, 32)
+    batch_size: int = 64
+    num_instances: int = 4
+    epochs: int = 10
+    iters_per_epoch: int | None = None
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    label_space: str = "shared"
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    min_samples: int = 4
+    temperature: float = 0.05
+    memory_momentum: float = 0.2
+    memory_mode: str = "mean"
+    gray_mode: str = "random_channel"
+    use_gray_view: bool = True
+    use_aux_gray: bool = True
+    kl_weight: float = 0.1
+    sim_weight: float = 0.5
+    kl_start_fraction: float = 0.5
+    lambda_rg2g: float = 1.0
+    lambda_g2rg: float = 1.0
+    rg2g_teacher_view: str = "rgb"
+    symmetric: bool = False
+    tie_rgb_to_gray: bool = False
+    tie_weight: float = 1.0
+    triplet_weight: float = 0.0
+    ema: bool = False
+    ema_momentum: float = 0.999
+    fusion: str = "concat"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.label_space not in ("shared", "per_network"):
+            raise ValueError(f"label_space={self.label_space!r}: expected 'shared' or 'per_network'")
+        if self.rg2g_teacher_view not in ("rgb", "gray"):
+            raise ValueError(f"rg2g_teacher_view={self.rg2g_teacher_view!r}: expected 'rgb' or 'gray'")
+        if self.use_aux_gray and not self.use_gray_view:
+            raise ValueError("use_aux_gray=True needs use_gray_view=True (F_g is fed the gray view)")
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs}: expected >= 1")
+        if not 0 <= self.kl_start_fraction <= 1:
+            raise ValueError(f"kl_start_fraction={self.kl_start_fraction}: expected in [0, 1]")
+
+
+#: The stage-1 variants of the ablation table (notebook 02), as config overrides.
+VARIANTS: dict[str, dict] = {
+    "rgb_only": {"use_gray_view": False, "use_aux_gray": False},
+    "rgb_gray_one_net": {"use_aux_gray": False},
+    "symmetric": {"symmetric": True},
+    "cmam": {},
+    "cmam_tie_rgb_to_gray": {"tie_rgb_to_gray": True},
+}
+
+
+@dataclass
+class CMAMResult:
+    """Output of :func:`run_cmam`.
+
+    Attributes:
+        model_rg: ``F_rg`` (eval mode), the RGB-gray extractor.
+        model_g: ``F_g`` (eval mode), or None without the auxiliary extractor.
+        history: one dict per epoch (losses, cluster counts, diagnostics).
+        labels: the last epoch's pseudo labels ``(N,)``.
+        seconds / images_per_second: wall time of the run and training throughput
+            (images per second of the training steps, feature extraction excluded).
+        config: the config used.
+    """
+
+    model_rg: ReIDNet
+    model_g: ReIDNet | None
+    history: list[dict]
+    labels: np.ndarray
+    seconds: float
+    images_per_second: float
+    config: CMAMConfig
+
+
+def _new_model(cfg: CMAMConfig, device: torch.device) -> ReIDNet:
+    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, pretrained=cfg.pretrained).to(device)
+
+
+def run_cmam(
+    config: CMAMConfig,
+    source_records: Sequence[Record],
+    images: torch.Tensor | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> CMAMResult:
+    """Train stage 1 on unlabeled source images.
+
+    Args:
+        config: :class:`CMAMConfig`.
+        source_records: the source images; only ``path`` is used for training (the
+            ``pid`` feeds the ARI/NMI/purity diagnostics of the log, nothing else).
+        images: optional pre-decoded ``(N, 3, H, W)`` uint8 images of the records.
+        run_dir: folder for ``log.jsonl`` and ``checkpoint.pt`` (written atomically
+            after every epoch with the config); None keeps everything in memory.
+        resume: continue from ``run_dir/checkpoint.pt`` when it exists; the result
+            equals that of an uninterrupted run with the same config.
+        progress: progress bars.
+        on_epoch_end: ``hook(epoch, log_row)`` after the epoch's checkpoint.
+
+    Returns:
+        :class:`CMAMResult`.
+    """
+    cfg = config
+    cfg.validate()
+    if len(source_records) < 2:
+        raise ValueError(f"run_cmam: need source images, got {len(source_records)} records")
+    device = resolve_device(cfg.device)
+    if images is None:
+        images = load_images(source_records, cfg.image_size, progress=progress, desc="source images")
+    if images.shape[0] != len(source_records):
+        raise ValueError(f"images has {images.shape[0]} rows for {len(source_records)} records")
+    true_ids = np.array([r.pid for r in source_records])  # diagnostics only
+
+    seed_everything(cfg.seed)
+    model_rg = _new_model(cfg, device)
+    model_g = _new_model(cfg, device) if cfg.use_aux_gray else None
+    nets = [m for m in (model_rg, model_g) if m is not None]
+    params = [p for m in nets for p in m.parameters()]
+    opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
+    scaler = make_scaler(device, cfg.amp)
+    ema_rg = make_ema(model_rg) if cfg.ema else None
+    ema_g = make_ema(model_g) if (cfg.ema and model_g is not None) else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Checkpointer(run_dir)
+    logger = JsonlLogger(None if run_dir is None else Path(run_dir) / "log.jsonl")
+    start_epoch = 0
+    if run_dir is not None and not resume and logger.path is not None and logger.path.exists():
+        logger.path.unlink()  # a fresh run replaces an old log
+    train_seconds, n_seen = 0.0, 0
+    labels = np.full(len(source_records), -1)
+    if resume and (state := ckpt.load()) is not None:
+        check_resume_config(state, cfg, ckpt.path)
+        model_rg.load_state_dict(state["model_rg"])
+        if model_g is not None:
+            model_g.load_state_dict(state["model_g"])
+        if ema_rg is not None:
+            ema_rg.load_state_dict(state["ema_rg"])
+        if ema_g is not None:
+            ema_g.load_state_dict(state["ema_g"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["gen"])
+        set_rng_state(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
+        logger.truncate_to(start_epoch)
+
+    kl = SymmetricKL()
+    sim = SimilarityMatrixLoss("sum")
+    tri = TripletLoss()
+    kl_from = int(np.ceil(cfg.kl_start_fraction * cfg.epochs))
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        te = time.time()
+        # ---- pseudo labels ---------------------------------------------------------
+        f_rgb = extract(model_rg, images, device, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features F_rg")
+        f_gray = (
+            extract(model_g, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch, amp=cfg.amp, progress=progress, desc="features F_g")
+            if model_g is not None
+            else None
+        )
+        if cfg.label_space == "shared":
+            labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples)
+            labels_g = labels
+        else:
+            labels = pseudo_labels(f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples)
+            labels_g = pseudo_labels(f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples) if f_gray is not None else labels
+        n_clusters = int(labels.max()) + 1
+        p = cfg.batch_size // cfg.num_instances
+        if n_clusters < p:
+            raise RuntimeError(
+                f"stage 1, epoch {epoch}: DBSCAN found {n_clusters} clusters in {len(labels)} source images "
+                f"({float((labels < 0).mean()):.0%} noise), fewer than the P={p} identities a batch needs; "
+                f"raise eps (now {cfg.eps}), lower min_samples ({cfg.min_samples}) or batch_size / num_instances"
+            )
+        mem_rg = ClusterMemory(model_rg.feat_dim, n_clusters, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+        mem_rg.reset(f_rgb.to(device), torch.from_numpy(labels).to(device))
+        mem_g = None
+        if model_g is not None:
+            mem_g = ClusterMemory(model_g.feat_dim, int(labels_g.max()) + 1, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+            mem_g.reset(f_gray.to(device), torch.from_numpy(labels_g).to(device))
+        row: dict = {"epoch": epoch, "cluster_seconds": time.time() - te}
+        row.update({f"labels_{k}": v for k, v in label_quality(labels, true_ids).items()})
+        if cfg.label_space == "per_network" and model_g is not None:
+            row.update({f"labels_g_{k}": v for k, v in label_quality(labels_g, true_ids).items()})
+
+        # ---- training ----------------------------------------------------------------
+        sampler = RandomIdentitySampler(labels, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch)
+        sampler.set_epoch(epoch)
+        batches = list(sampler.batches())
+        use_kl = cfg.kl_weight > 0 and epoch >= kl_from and cfg.label_space == "shared"
+        for m in nets:
+            m.train()
+        lab_t = torch.from_numpy(labels).to(device)
+        lab_g_t = torch.from_numpy(labels_g).to(device)
+        sums: dict[str, float] = {}
+        ts = time.time()
+        for i, idx in enumerate(tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)):
+            idx_t = torch.as_tensor(idx)
+            x = augment(to_float(images[idx_t].to(device, non_blocking=True)), cfg.augment, gen)
+            y = lab_t[idx_t.to(device)]
+            set_lr(opt, epoch_lr(cfg.lr, epoch, i, len(batches), cfg.epochs, cfg.warmup_epochs))
+            terms = _step_losses(cfg, x, y, lab_g_t[idx_t.to(device)], gen, model_rg, model_g, mem_rg, mem_g, ema_rg, ema_g, kl, sim, tri, use_kl, device)
+            loss = sum(v for k, v in terms.items() if not k.startswith("_"))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            _update_memories(mem_rg, mem_g, terms)
+            if ema_rg is not None:
+                ema_update(ema_rg, model_rg, cfg.ema_momentum)
+                if ema_g is not None:
+                    ema_update(ema_g, model_g, cfg.ema_momentum)
+            n_seen += len(idx)
+            for k, v in terms.items():
+                if not k.startswith("_"):
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+        train_seconds += time.time() - ts
+        row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
+        row.update({"batches": len(batches), "kl_on": use_kl, "seconds": time.time() - te})
+        logger.log(row)
+        state = {
+            "model_rg": model_rg.state_dict(),
+            "model_g": None if model_g is None else model_g.state_dict(),
+            "ema_rg": None if ema_rg is None else ema_rg.state_dict(),
+            "ema_g": None if ema_g is None else ema_g.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "gen": gen.get_state(),
+            "rng": rng_state(),
+            "epoch": epoch,
+            "labels": labels,
+            "train_seconds": train_seconds,
+            "n_seen": n_seen,
+            "config": config_to_dict(cfg),
+            "stage": "cmam",
+        }
+        ckpt.save(state)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    for m in nets:
+        m.eval()
+    secs = time.time() - t0
+    return CMAMResult(
+        model_rg=model_rg,
+        model_g=model_g,
+        history=logger.rows,
+        labels=labels,
+        seconds=secs,
+        images_per_second=n_seen / max(train_seconds, 1e-9),
+        config=cfg,
+    )
+
+
+def _step_losses(
+    cfg: CMAMConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    y_g: torch.Tensor,
+    gen: torch.Generator,
+    model_rg: ReIDNet,
+    model_g: ReIDNet | None,
+    mem_rg: ClusterMemory,
+    mem_g: ClusterMemory | None,
+    ema_rg: nn.Module | None,
+    ema_g: nn.Module | None,
+    kl: SymmetricKL,
+    sim: SimilarityMatrixLoss,
+    tri: TripletLoss,
+    use_kl: bool,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch (see the module docstring). Keys starting with ``_``
+    carry detached features for the memory updates, not losses."""
+    b = x.shape[0]
+    out: dict[str, torch.Tensor] = {}
+    with autocast(device, cfg.amp):
+        if cfg.use_gray_view:
+            xg = gray_of_normalised(x, cfg.gray_mode, gen)
+            o = model_rg(torch.cat([x, xg]))
+            f_rgb, f_rgg = o.bn_feat[:b], o.bn_feat[b:]
+            p_rgb, p_rgg = o.feat[:b], o.feat[b:]
+        else:
+            o = model_rg(x)
+            f_rgb, f_rgg, p_rgb, p_rgg = o.bn_feat, None, o.feat, None
+        z_rgb = mem_rg.logits(f_rgb)
+        out["mem_rg_rgb"] = F.cross_entropy(z_rgb, y)
+        if cfg.triplet_weight > 0:
+            out["tri_rg_rgb"] = cfg.triplet_weight * tri(p_rgb, y)
+        z_rgg = None
+        if f_rgg is not None:
+            z_rgg = mem_rg.logits(f_rgg)
+            out["mem_rg_gray"] = F.cross_entropy(z_rgg, y)
+            if cfg.triplet_weight > 0:
+                out["tri_rg_gray"] = cfg.triplet_weight * tri(p_rgg, y)
+        out["_upd_rg"] = torch.cat([f for f in (f_rgb, f_rgg) if f is not None]).detach()
+        out["_upd_rg_y"] = torch.cat([y] * (2 if f_rgg is not None else 1))
+        if model_g is not None:
+            og = model_g(xg)
+            f_g, p_g = og.bn_feat, og.feat
+            keep = y_g >= 0
+            z_g = mem_g.logits(f_g)
+            out["mem_g"] = F.cross_entropy(z_g[keep], y_g[keep]) if bool(keep.any()) else f_g.sum() * 0
+            if cfg.triplet_weight > 0:
+                out["tri_g"] = cfg.triplet_weight * tri(p_g, y_g)
+            out["_upd_g"] = f_g[keep].detach()
+            out["_upd_g_y"] = y_g[keep]
+            # teachers (detached; EMA copies when enabled)
+            if ema_rg is not None:
+                with torch.no_grad():
+                    t_rg = ema_rg(torch.cat([x, xg])).bn_feat
+                    t_rgb, t_rgg = t_rg[:b], t_rg[b:]
+                    t_g = ema_g(xg).bn_feat
+            else:
+                t_rgb, t_rgg, t_g = f_rgb.detach(), f_rgg.detach(), f_g.detach()
+            t_rg_view = t_rgb if cfg.rg2g_teacher_view == "rgb" else t_rgg
+            # F_rg(RGB) -> F_g(gray)
+            rg2g = cfg.sim_weight * sim(f_g, t_rg_view)
+            g2rg = cfg.sim_weight * sim(f_rgg, t_g)
+            if use_kl:
+                rg2g = rg2g + cfg.kl_weight * kl(z_g, mem_rg.logits(t_rg_view))
+                g2rg = g2rg + cfg.kl_weight * kl(z_rgg, mem_g.logits(t_g))
+            out["rg2g"] = cfg.lambda_rg2g * rg2g
+            out["g2rg"] = cfg.lambda_g2rg * g2rg
+            if cfg.symmetric:  # the RGB view becomes a student of F_g too
+                sym = cfg.sim_weight * sim(f_rgb, t_g)
+                if use_kl:
+                    sym = sym + cfg.kl_weight * kl(z_rgb, mem_g.logits(t_g))
+                out["g2rgb"] = cfg.lambda_g2rg * sym
+        if cfg.tie_rgb_to_gray and f_rgg is not None:
+            tie = cfg.sim_weight * sim(f_rgb, f_rgg.detach())
+            if use_kl:
+                tie = tie + cfg.kl_weight * kl(z_rgb, z_rgg.detach())
+            out["tie"] = cfg.tie_weight * tie
+    return out
+
+
+def _update_memories(mem_rg: ClusterMemory, mem_g: ClusterMemory | None, terms: dict) -> None:
+    mem_rg.update(terms.pop("_upd_rg"), terms.pop("_upd_rg_y"))
+    upd_g, upd_y = terms.pop("_upd_g", None), terms.pop("_upd_g_y", None)
+    if mem_g is not None and upd_g is not None and len(upd_g):
+        mem_g.update(upd_g, upd_y)
+
+
+def variant_config(base: CMAMConfig, name: str) -> CMAMConfig:
+    """``base`` with the overrides of one of :data:`VARIANTS`."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown stage-1 variant {name!r}; expected one of {sorted(VARIANTS)}")
+    return replace(base, **VARIANTS[name])

@@ -1,0 +1,85 @@
+"""Pieces shared by the two unsupervised stages: image views, per-epoch feature
+extraction, EMA teachers, the fractional-epoch learning-rate schedule, and the
+checkpoint/resume bookkeeping of a run folder."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..data.loading import iterate_batches
+from ..data.transforms import gray_view
+from ..features import extract_features
+from .common import lr_factor
+
+
+def gray_transform(mode: str, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``[0, 1]``-batch transform giving the gray view with a seeded generator, so that
+    features of the gray view (random channel) are the same for the same seed."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return lambda x: gray_view(x, mode, gen)
+
+
+def extract(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    gray: str | None = None,
+    seed: int = 0,
+    amp: bool = False,
+    progress: bool = False,
+    desc: str = "features",
+) -> torch.Tensor:
+    """Flip-averaged, L2-normalised features ``(N, D)`` of uint8 images ``(N, 3, H, W)``;
+    ``gray`` names a gray mode to feed the gray view instead of the image."""
+    tf = gray_transform(gray, seed) if gray else None
+    batches = iterate_batches(images, batch_size, device=device, transform=tf)
+    return extract_features(model, batches, device=device, amp=amp, progress=progress, desc=desc)
+
+
+def fuse(parts: list[torch.Tensor], how: str = "concat") -> torch.Tensor:
+    """Fused feature of several L2-normalised ``(N, D_i)`` parts: ``"concat"`` (then
+    re-normalised, so each part weighs the same) or ``"mean"`` (same D needed)."""
+    if len(parts) == 1:
+        return parts[0]
+    if how == "concat":
+        f = torch.cat(parts, dim=1)
+    elif how == "mean":
+        f = torch.stack(parts).mean(0)
+    else:
+        raise ValueError(f"fusion {how!r}: expected 'concat' or 'mean'")
+    return torch.nn.functional.normalize(f, dim=1)
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` for mean-teacher targets (Tarvainen & Valpola 2017)."""
+    ema = copy.deepcopy(model)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, momentum: float) -> None:
+    """``ema <- momentum * ema + (1 - momentum) * model`` for parameters; buffers copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.mul_(momentum).add_(pm.detach(), alpha=1 - momentum)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def epoch_lr(base_lr: float, epoch: int, i: int, steps: int, epochs: int, warmup_epochs: int) -> float:
+    """Learning rate at step ``i`` of ``steps`` in ``epoch``: warm-up then cosine over
+    fractional epochs (the number of steps per epoch changes with the pseudo labels)."""
+    scale = 1000
+    t = int(scale * (epoch + i / max(steps, 1)))
+    return base_lr * lr_factor(t, scale * epochs, scale * warmup_epochs)
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_epoch_end`` hook to stop a run after a checkpoint (tests use it
+    to simulate a killed run)."""
