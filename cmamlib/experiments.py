@@ -201,3 +201,10 @@ def stage1_experiment(
         seconds[name] = time.time() - t0
     table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE1_KEYS)} for name, rows in per_seed.items()]
     return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
+
+
+def config_dict(cfg) -> dict:
+    """JSON-serialisable dict of a config dataclass (for metrics.json)."""
+    from .training.common import config_to_dict
+
+    return config_to_dict(cfg)
