@@ -1,0 +1,809 @@
+"""Stage 2: unsupervised cross-modality self-training on the target (shared/METHOD.md,
+"Stage 2" and "What the authors' released code does" -> Stage 2).
+
+Two networks, initialised from stage 1 (or at random for the ablation):
+
+* model ``A`` (from ``F_rg``) is fed every image as it is (visible RGB; infrared images
+  are 3-channel gray already);
+* model ``B`` (from ``F_g``) is fed the gray view of every image (random-channel gray by
+  default, as the authors' code).
+
+Per epoch (one re-clustering per pass over the pseudo-labelled images):
+
+1. fused features ``concat(L2(A(x)), L2(B(gray x)))`` of every target image
+   (:func:`cmamlib.training.loop.fuse`);
+2. ``cluster_mode="per_modality"`` (default, the code): Jaccard + DBSCAN per modality
+   (:func:`cmamlib.clustering.pseudo_labels`), then a bipartite matching of the
+   visible and infrared cluster centroids (:func:`cmamlib.labeling.match_clusters`,
+   ``ward_merge`` by default) and one shared label space
+   (:func:`cmamlib.labeling.unify_labels`); DBSCAN noise is dropped from training.
+   ``"joint"`` (ablation: no bipartite labeling): one clustering of both modalities;
+3. optional user corrections (:func:`apply_overrides`) after clustering and matching;
+4. a cluster memory per model over the shared labels, initialised at the centroids of
+   that model's own features, and P x K batches with K/2 visible + K/2 infrared images
+   per pseudo identity (:class:`cmamlib.data.samplers.CrossModalitySampler`), with::
+
+       L = CE(z_A, y) + CE(z_B, y)
+           + kl_w * (KL(sg z_B || z_A) + KL(sg z_A || z_B))      # mutual, both ways
+           + dist_w * mean_ij (D(f_A)_ij - D(f_B)_ij)^2           # distance matrices
+
+   ``z`` the memory logits (cosine / temperature), ``f`` the BNNeck features, ``D`` the
+   in-batch Euclidean distance matrix of L2-normalised features
+   (:class:`cmamlib.losses.DistanceMatrixLoss`, both models get its gradient, as the
+   code); memories updated after each step.
+
+A second, optional phase (``kmeans_epochs``) repeats the loop with spherical k-means
+per modality instead of DBSCAN (the authors' second phase).
+
+Target identity labels are never read for training: the ``pid`` of the records feeds
+only the diagnostics of the log (ARI / NMI / purity, correct-pair fraction).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..clustering import label_quality, pseudo_labels
+from ..data.loading import load_images
+from ..data.records import INFRARED, Record
+from ..data.samplers import CrossModalitySampler
+from ..data.transforms import AugmentConfig, augment, gray_of_normalised, to_float
+from ..labeling import COSTS, UNEQUAL, cluster_centroids, match_clusters, unify_labels
+from ..losses import DistanceMatrixLoss, SymmetricKL
+from ..memory import ClusterMemory
+from ..models import ReIDNet, build_model
+from ..utils import resolve_device, seed_everything
+from .common import (
+    Checkpointer,
+    JsonlLogger,
+    autocast,
+    check_resume_config,
+    config_to_dict,
+    make_optimizer,
+    make_scaler,
+    rng_state,
+    set_lr,
+    set_rng_state,
+)
+from .loop import ema_update, epoch_lr, extract, fuse, make_ema
+
+__all__ = [
+    "OVERRIDE_KEYS",
+    "SelfTrainConfig",
+    "SelfTrainResult",
+    "apply_overrides",
+    "run_selftrain",
+    "selftrain_features",
+]
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+#: Keys of a ``label_overrides`` dict (see :func:`apply_overrides`).
+OVERRIDE_KEYS = ("noise_clusters", "reject_pairs", "force_pairs", "epochs")
+
+
+@dataclass
+class SelfTrainConfig:
+    """Stage-2 configuration. Defaults: the CPU synthetic preset; paper-scale values are
+    in METHOD.md ("Defaults at paper scale"). Fields marked *reconstruction* are choices
+    neither the paper's abstract nor its code settles.
+
+    Attributes:
+        arch / width / last_stride / pretrained: backbone of freshly built models
+            (:func:`cmamlib.models.build_model`), used when ``run_selftrain`` gets no
+            ``init_models`` (random init: the "no stage 1" ablation).
+        image_size: ``(H, W)``; the authors use 384x128.
+        batch_size / num_instances: P x K batches, K even (K/2 visible + K/2 infrared per
+            pseudo identity with both modalities); the code uses 128 = 8 x 16.
+        epochs: DBSCAN epochs (one re-clustering each).
+        iters_per_epoch: batches per epoch; None = one pass over the pseudo-labelled
+            images (the sampler's pass).
+        lr: Adam learning rate. 3.5e-4 here for the short CPU schedules; the authors'
+            code uses 1e-4 with 12k iterations.
+        weight_decay / warmup_epochs: 5e-4; linear warm-up then cosine decay per
+            fractional epoch (:func:`cmamlib.training.loop.epoch_lr`; the schedule is
+            restarted for the k-means phase, *reconstruction*).
+        k1 / k2 / eps / min_samples: Jaccard + DBSCAN (the code's stage 2: 30, 6, 0.4, 4).
+        cluster_mode: ``"per_modality"`` (default, the code: cluster each modality, then
+            match) or ``"joint"`` (ablation: one clustering of both modalities, no
+            matching).
+        match_unequal / match_cost / match_threshold: :func:`cmamlib.labeling.match_clusters`
+            (``"ward_merge"``, ``"sqeuclidean"``, None: the code).
+        temperature / memory_momentum / memory_mode: cluster memories (0.05, 0.2, "mean":
+            the code).
+        two_models: train A and B (default); False = ablation: model A only, no mutual
+            terms, features of A alone.
+        gray_mode: gray view fed to B: ``"random_channel"`` (the code) or ``"luma"``.
+        kl_weight: weight of the mutual KL terms on memory logits (0.01, the code), each
+            direction with its teacher detached.
+        kl_mode: ``"plain"`` (``KL(softmax teacher || softmax student)`` per direction)
+            or ``"symmetric"`` (:class:`cmamlib.losses.SymmetricKL` per direction);
+            *reconstruction* of the exact form.
+        dist_weight: weight of the distance-matrix term (0.05, the code).
+        mutual_ema / ema_momentum: teachers of the mutual terms are EMA copies of the
+            models (mean-teacher variant, off by default; 0.999).
+        fusion: ``"concat"`` (default) or ``"mean"`` fusion of the two models' features
+            for clustering.
+        augment: crop / flip / erasing of the training batches (the gray view of B is
+            taken from the augmented batch, so both models see the same crop).
+        kmeans_epochs: epochs of the optional second phase with spherical k-means per
+            modality (0: off). K per modality: ``kmeans_k`` (an int for both modalities
+            or ``(K_visible, K_infrared)``; ``cluster_mode="joint"`` uses the first), else
+            the cluster count of the last DBSCAN epoch (*reconstruction*: the authors'
+            K=400 encodes the known id count). k-means: sklearn ``KMeans`` on the
+            L2-normalised fused features (spherical k-means approximation).
+        seed / device / amp: reproducibility and hardware.
+        eval_batch_size: inference batch.
+    """
+
+    arch: str = "resnet18"
+    width: int = 32
+    last_stride: int = 1
+    pretrained: str | None = None
+    image_size: tuple[int, int] = (64, 32)
+    batch_size: int = 64
+    num_instances: int = 8
+    epochs: int = 8
+    iters_per_epoch: int | None = None
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.4
+    min_samples: int = 4
+    cluster_mode: str = "per_modality"
+    match_unequal: str = "ward_merge"
+    match_cost: str = "sqeuclidean"
+    match_threshold: float | None = None
+    temperature: float = 0.05
+    memory_momentum: float = 0.2
+    memory_mode: str = "mean"
+    two_models: bool = True
+    gray_mode: str = "random_channel"
+    kl_weight: float = 0.01
+    kl_mode: str = "plain"
+    dist_weight: float = 0.05
+    mutual_ema: bool = False
+    ema_momentum: float = 0.999
+    fusion: str = "concat"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    kmeans_epochs: int = 0
+    kmeans_k: int | tuple[int, int] | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.cluster_mode not in ("per_modality", "joint"):
+            raise ValueError(f"cluster_mode={self.cluster_mode!r}: expected 'per_modality' or 'joint'")
+        if self.match_unequal not in UNEQUAL:
+            raise ValueError(f"match_unequal={self.match_unequal!r}: expected one of {UNEQUAL}")
+        if self.match_cost not in COSTS:
+            raise ValueError(f"match_cost={self.match_cost!r}: expected one of {COSTS}")
+        if self.kl_mode not in ("plain", "symmetric"):
+            raise ValueError(f"kl_mode={self.kl_mode!r}: expected 'plain' or 'symmetric'")
+        if self.fusion not in ("concat", "mean"):
+            raise ValueError(f"fusion={self.fusion!r}: expected 'concat' or 'mean'")
+        if self.num_instances < 2 or self.num_instances % 2:
+            raise ValueError(f"num_instances={self.num_instances}: expected an even K >= 2 (K/2 per modality)")
+        if self.batch_size < self.num_instances or self.batch_size % self.num_instances:
+            raise ValueError(f"batch_size={self.batch_size}: expected a multiple of num_instances={self.num_instances}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs}: expected >= 1 (DBSCAN epochs come first)")
+        if self.kmeans_epochs < 0:
+            raise ValueError(f"kmeans_epochs={self.kmeans_epochs}: expected >= 0")
+        if self.kmeans_k is not None:
+            ks = _pair(self.kmeans_k)
+            if min(ks) < 1:
+                raise ValueError(f"kmeans_k={self.kmeans_k!r}: expected positive cluster counts")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.kmeans_epochs
+
+
+def _pair(k: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(k, (int, np.integer)):
+        return int(k), int(k)
+    k = tuple(int(v) for v in k)
+    if len(k) != 2:
+        raise ValueError(f"kmeans_k={k!r}: expected an int or (K_visible, K_infrared)")
+    return k  # type: ignore[return-value]
+
+
+@dataclass
+class SelfTrainResult:
+    """Output of :func:`run_selftrain`.
+
+    Attributes:
+        model_a: model A (eval mode), fed images as they are.
+        model_b: model B (eval mode), fed gray views; None with ``two_models=False``.
+        history: one dict per epoch (losses, clustering and matching diagnostics, eval).
+        labels: the last epoch's shared pseudo labels ``(N,)`` in record order, -1 for
+            images left out of training (noise).
+        seconds / images_per_second: wall time of the run and training throughput
+            (training steps only, feature extraction and clustering excluded).
+        config: the config used.
+    """
+
+    model_a: ReIDNet
+    model_b: ReIDNet | None
+    history: list[dict]
+    labels: np.ndarray
+    seconds: float
+    images_per_second: float
+    config: SelfTrainConfig
+
+
+# --------------------------------------------------------------------------------------
+# label overrides
+# --------------------------------------------------------------------------------------
+
+
+def _id_list(v: Any, what: str) -> list[int]:
+    if v is None:
+        return []
+    out = []
+    for x in v:
+        if isinstance(x, bool) or int(x) != x or int(x) < 0:
+            raise ValueError(f"label_overrides {what}: {x!r} is not a cluster id (non-negative integer)")
+        out.append(int(x))
+    return out
+
+
+def _pair_list(v: Any, what: str) -> list[tuple[int, int]]:
+    if v is None:
+        return []
+    out = []
+    for p in v:
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise ValueError(f"label_overrides {what}: {p!r} is not a [visible_id, infrared_id] pair")
+        a, b = _id_list(p, what)
+        out.append((a, b))
+    return out
+
+
+def check_overrides(overrides: Mapping[str, Any] | None) -> None:
+    """Raise ``ValueError`` naming any unknown key of a ``label_overrides`` dict."""
+    if overrides is None:
+        return
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"label_overrides must be a dict, got {type(overrides).__name__}")
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise ValueError(f"label_overrides: unknown keys {unknown}; known keys: {list(OVERRIDE_KEYS)}")
+    nc = overrides.get("noise_clusters") or {}
+    if not isinstance(nc, Mapping):
+        raise ValueError(f"label_overrides noise_clusters must be a dict {{'visible': [...], 'infrared': [...]}}, got {nc!r}")
+    bad = sorted(set(nc) - {"visible", "infrared"})
+    if bad:
+        raise ValueError(f"label_overrides noise_clusters: unknown modalities {bad}; expected 'visible' / 'infrared'")
+
+
+def apply_overrides(
+    vis_labels: np.ndarray,
+    ir_labels: np.ndarray,
+    pairs: np.ndarray,
+    overrides: Mapping[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply user corrections to one epoch's per-modality clustering and matching.
+
+    ``overrides`` (e.g. loaded from JSON; ids are the per-modality cluster ids of this
+    clustering, as in ``vis_labels`` / ``ir_labels``)::
+
+        {"noise_clusters": {"visible": [3], "infrared": [0, 7]},
+         "reject_pairs": [[vis_id, ir_id], ...],
+         "force_pairs": [[vis_id, ir_id], ...]}
+
+    Applied in this order: flagged clusters become noise (``-1``, dropped from training)
+    and leave every pair; rejected pairs are removed (their clusters stay, unmatched
+    unless in another pair); a forced pair replaces every pair holding either of its
+    clusters and is added. Every key is optional; ``"epochs"`` (which epochs a run applies
+    the dict to) is accepted and ignored here.
+
+    Args:
+        vis_labels: ``(Nv,)`` int visible cluster labels, -1 noise.
+        ir_labels: ``(Ni,)`` int infrared cluster labels, -1 noise.
+        pairs: ``(M, 2)`` int ``(vis_id, ir_id)`` matched pairs.
+        overrides: the dict above, or None (nothing changes).
+
+    Returns:
+        ``(vis_labels, ir_labels, pairs)``: new arrays (inputs untouched); pairs unique,
+        sorted by visible then infrared id, ``(M', 2)`` int64.
+
+    Raises:
+        ValueError: an unknown key (named), a cluster id absent from the labels, a
+            rejected pair that is not matched, or a forced pair naming a cluster flagged
+            as noise.
+    """
+    vl = np.asarray(vis_labels, dtype=np.int64).copy()
+    il = np.asarray(ir_labels, dtype=np.int64).copy()
+    p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if overrides is None:
+        return vl, il, _sorted_pairs(p)
+    check_overrides(overrides)
+    ids = {"visible": set(np.unique(vl[vl >= 0]).tolist()), "infrared": set(np.unique(il[il >= 0]).tolist())}
+
+    def _check(side: str, cid: int, what: str) -> None:
+        if cid not in ids[side]:
+            have = sorted(ids[side])
+            span = f"ids {have[0]}..{have[-1]}" if have else "none"
+            raise ValueError(
+                f"label_overrides {what}: {side} cluster {cid} does not exist in this clustering "
+                f"({len(have)} {side} clusters, {span})"
+            )
+
+    pair_set = {(int(a), int(b)) for a, b in p}
+    nc = overrides.get("noise_clusters") or {}
+    noise = {side: _id_list(nc.get(side), f"noise_clusters[{side!r}]") for side in ("visible", "infrared")}
+    for side, lst in noise.items():
+        for cid in lst:
+            _check(side, cid, f"noise_clusters[{side!r}]")
+    if noise["visible"]:
+        vl[np.isin(vl, noise["visible"])] = -1
+    if noise["infrared"]:
+        il[np.isin(il, noise["infrared"])] = -1
+    nv, ni = set(noise["visible"]), set(noise["infrared"])
+    pair_set = {(a, b) for a, b in pair_set if a not in nv and b not in ni}
+
+    for a, b in _pair_list(overrides.get("reject_pairs"), "reject_pairs"):
+        _check("visible", a, "reject_pairs")
+        _check("infrared", b, "reject_pairs")
+        if (a, b) not in pair_set:
+            raise ValueError(f"label_overrides reject_pairs: [{a}, {b}] is not a matched pair of this epoch")
+        pair_set.discard((a, b))
+
+    for a, b in _pair_list(overrides.get("force_pairs"), "force_pairs"):
+        _check("visible", a, "force_pairs")
+        _check("infrared", b, "force_pairs")
+        if a in nv or b in ni:
+            raise ValueError(f"label_overrides force_pairs: [{a}, {b}] names a cluster that noise_clusters flags as noise")
+        pair_set = {(x, y) for x, y in pair_set if x != a and y != b}
+        pair_set.add((a, b))
+    out = np.array(sorted(pair_set), dtype=np.int64).reshape(-1, 2)
+    return vl, il, out
+
+
+def _sorted_pairs(p: np.ndarray) -> np.ndarray:
+    if len(p) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    p = np.unique(p.astype(np.int64), axis=0)
+    return p[np.lexsort((p[:, 1], p[:, 0]))]
+
+
+def _overrides_apply(overrides: Mapping[str, Any] | None, epoch: int) -> bool:
+    if not overrides:
+        return False
+    ep = overrides.get("epochs")
+    return ep is None or epoch in {int(e) for e in ep}
+
+
+# --------------------------------------------------------------------------------------
+# pseudo labels of one epoch
+# --------------------------------------------------------------------------------------
+
+
+def _majority(labels: np.ndarray, true_ids: np.ndarray) -> dict[int, int]:
+    """Majority true identity of every cluster id >= 0 (diagnostics only)."""
+    out: dict[int, int] = {}
+    keep = labels >= 0
+    if not keep.any():
+        return out
+    lab, tid = labels[keep], true_ids[keep]
+    for c in np.unique(lab):
+        vals, counts = np.unique(tid[lab == c], return_counts=True)
+        out[int(c)] = int(vals[np.argmax(counts)])
+    return out
+
+
+def _pair_accuracy(pairs: np.ndarray, vis_labels: np.ndarray, ir_labels: np.ndarray, vis_true: np.ndarray, ir_true: np.ndarray) -> float:
+    """Fraction of pairs whose visible and infrared clusters have the same majority
+    true identity (diagnostics only); NaN without pairs."""
+    if len(pairs) == 0:
+        return float("nan")
+    mv, mi = _majority(vis_labels, vis_true), _majority(ir_labels, ir_true)
+    ok = [mv[int(a)] == mi[int(b)] for a, b in pairs]
+    return float(np.mean(ok))
+
+
+def _kmeans(x: torch.Tensor, k: int, seed: int) -> np.ndarray:
+    """Spherical k-means labels: sklearn KMeans on the L2-normalised rows (Euclidean
+    k-means on the unit sphere, the usual approximation of cosine k-means)."""
+    from sklearn.cluster import KMeans
+
+    z = F.normalize(x.float(), dim=1).numpy().astype(np.float64)
+    k = max(1, min(int(k), len(z)))
+    return KMeans(n_clusters=k, n_init=3, random_state=int(seed)).fit_predict(z).astype(np.int64)
+
+
+def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int) -> np.ndarray:
+    if kmeans_k is None:
+        return pseudo_labels(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples)
+    return _kmeans(x, kmeans_k, seed)
+
+
+# --------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------
+
+
+def _new_model(cfg: SelfTrainConfig) -> ReIDNet:
+    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, pretrained=cfg.pretrained)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}_"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_selftrain(
+    config: SelfTrainConfig,
+    target_records: Sequence[Record],
+    images: torch.Tensor | None = None,
+    init_models: tuple[nn.Module, nn.Module | None] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    label_overrides: Mapping[str, Any] | None = None,
+    eval_fn: Callable[[nn.Module, nn.Module | None], Mapping[str, Any]] | None = None,
+    eval_every: int = 0,
+) -> SelfTrainResult:
+    """Train stage 2 on unlabeled visible + infrared target images.
+
+    Args:
+        config: :class:`SelfTrainConfig`.
+        target_records: the target training images, both modalities; training reads
+            ``modality`` only (the ``pid`` feeds the log's diagnostics, nothing else).
+        images: optional pre-decoded ``(N, 3, H, W)`` uint8 images of the records.
+        init_models: ``(model_a, model_b)``, stage 1's ``(F_rg, F_g)``; deep-copied (the
+            caller's models are never modified). ``model_b`` may be None with
+            ``two_models=False``. None: both built fresh with ``config``'s backbone and
+            a seeded random init.
+        run_dir: folder of ``log.jsonl`` and ``checkpoint.pt`` (written atomically after
+            every epoch); None keeps everything in memory.
+        resume: continue from ``run_dir/checkpoint.pt`` when it exists (the config must
+            be the same; an already finished run returns at once); the result equals
+            that of an uninterrupted run.
+        progress: progress bars.
+        on_epoch_end: ``hook(epoch, log_row)`` after the epoch's checkpoint; raising
+            :class:`cmamlib.training.loop.StopTraining` stops the run.
+        label_overrides: corrections applied after every epoch's clustering and matching
+            (:func:`apply_overrides`); an ``"epochs": [...]`` entry restricts them to
+            those epochs. Per-modality mode only.
+        eval_fn: ``eval_fn(model_a, model_b) -> dict`` run after the training of epochs
+            with ``(epoch + 1) % eval_every == 0`` and after the last epoch; its (flattened)
+            entries are logged with the prefix ``eval_``.
+        eval_every: see ``eval_fn`` (0: last epoch only).
+
+    Returns:
+        :class:`SelfTrainResult`.
+
+    Raises:
+        RuntimeError: clustering finds no cluster in a modality, or fewer pseudo
+            identities than the P identities of a batch (the message names the epoch,
+            the counts and ``eps``).
+        ValueError: a bad config, override dict, or a resume with another config.
+    """
+    cfg = config
+    cfg.validate()
+    check_overrides(label_overrides)
+    if label_overrides and cfg.cluster_mode != "per_modality":
+        raise ValueError("label_overrides refer to per-modality clusters: use cluster_mode='per_modality'")
+    n = len(target_records)
+    if n < 2:
+        raise ValueError(f"run_selftrain: need target images, got {n} records")
+    is_ir = np.array([r.modality == INFRARED for r in target_records], dtype=bool)
+    vis_idx, ir_idx = np.flatnonzero(~is_ir), np.flatnonzero(is_ir)
+    if cfg.cluster_mode == "per_modality" and (len(vis_idx) < 2 or len(ir_idx) < 2):
+        raise ValueError(
+            f"run_selftrain: per-modality clustering needs both modalities; got {len(vis_idx)} visible "
+            f"and {len(ir_idx)} infrared records"
+        )
+    true_ids = np.array([r.pid for r in target_records])  # diagnostics only
+    device = resolve_device(cfg.device)
+    if images is None:
+        images = load_images(target_records, cfg.image_size, progress=progress, desc="target images")
+    if images.shape[0] != n:
+        raise ValueError(f"images has {images.shape[0]} rows for {n} records")
+
+    seed_everything(cfg.seed)
+    if init_models is None:
+        model_a = _new_model(cfg)
+        model_b = _new_model(cfg) if cfg.two_models else None
+    else:
+        init_a, init_b = init_models
+        if init_a is None:
+            raise ValueError("init_models: model_a is None")
+        if cfg.two_models and init_b is None:
+            raise ValueError("init_models: model_b is None but two_models=True (pass F_g, or two_models=False)")
+        model_a = copy.deepcopy(init_a)
+        model_b = copy.deepcopy(init_b) if cfg.two_models else None
+    model_a = model_a.to(device).train()
+    if model_b is not None:
+        model_b = model_b.to(device).train()
+    nets = [m for m in (model_a, model_b) if m is not None]
+    opt = make_optimizer([p for m in nets for p in m.parameters()], cfg.lr, cfg.weight_decay)
+    scaler = make_scaler(device, cfg.amp)
+    ema_a = make_ema(model_a) if (cfg.mutual_ema and model_b is not None) else None
+    ema_b = make_ema(model_b) if (cfg.mutual_ema and model_b is not None) else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Checkpointer(run_dir)
+    logger = JsonlLogger(None if run_dir is None else Path(run_dir) / "log.jsonl")
+    start_epoch, train_seconds, n_seen = 0, 0.0, 0
+    labels = np.full(n, -1, dtype=np.int64)
+    dbscan_counts: tuple[int, int] | None = None  # (visible, infrared) or (joint, joint)
+    state = ckpt.load() if resume else None
+    if state is not None:
+        check_resume_config(state, cfg, ckpt.path)
+        if state.get("label_overrides") != (None if label_overrides is None else dict(label_overrides)):
+            raise ValueError(f"cannot resume from {ckpt.path}: it was written with other label_overrides")
+        model_a.load_state_dict(state["model_a"])
+        if model_b is not None:
+            model_b.load_state_dict(state["model_b"])
+        if ema_a is not None:
+            ema_a.load_state_dict(state["ema_a"])
+            ema_b.load_state_dict(state["ema_b"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["gen"])
+        set_rng_state(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
+        dbscan_counts = state["dbscan_counts"]
+        logger.truncate_to(start_epoch)
+    elif logger.path is not None and logger.path.exists():
+        logger.path.unlink()  # a fresh run replaces an old log
+
+    kl_sym = SymmetricKL()
+    dist = DistanceMatrixLoss(detach_teacher=cfg.mutual_ema)
+    p_ids = cfg.batch_size // cfg.num_instances
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.total_epochs):
+        te = time.time()
+        kmeans_phase = epoch >= cfg.epochs
+        phase_epoch, phase_len = (epoch - cfg.epochs, cfg.kmeans_epochs) if kmeans_phase else (epoch, cfg.epochs)
+        # ---- features ------------------------------------------------------------------
+        f_a = extract(model_a, images, device, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features A")
+        f_b = None
+        if model_b is not None:
+            f_b = extract(
+                model_b, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch,
+                amp=cfg.amp, progress=progress, desc="features B (gray)",
+            )
+        fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
+
+        # ---- pseudo labels -------------------------------------------------------------
+        row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}
+        if kmeans_phase:
+            ks = _pair(cfg.kmeans_k) if cfg.kmeans_k is not None else dbscan_counts
+        method = "k-means" if kmeans_phase else "DBSCAN"
+        if cfg.cluster_mode == "per_modality":
+            kv, ki = (ks if kmeans_phase else (None, None))
+            vis_lab = _cluster(fused[vis_idx], cfg, kv, cfg.seed * 1000 + epoch)
+            ir_lab = _cluster(fused[ir_idx], cfg, ki, cfg.seed * 1000 + epoch + 500)
+            for side, lab in (("visible", vis_lab), ("infrared", ir_lab)):
+                if int(lab.max(initial=-1)) < 0:
+                    raise RuntimeError(
+                        f"stage 2, epoch {epoch}: {method} found no cluster among the {len(lab)} {side} images "
+                        f"(all noise); raise eps (now {cfg.eps}) or lower min_samples (now {cfg.min_samples})"
+                    )
+            row.update({f"vis_{k}": v for k, v in label_quality(vis_lab, true_ids[vis_idx]).items()})
+            row.update({f"ir_{k}": v for k, v in label_quality(ir_lab, true_ids[ir_idx]).items()})
+            vc, vids = cluster_centroids(fused[vis_idx], vis_lab)
+            ic, iids = cluster_centroids(fused[ir_idx], ir_lab)
+            m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
+            pairs = np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1) if m.num_pairs else np.zeros((0, 2), dtype=np.int64)
+            row["pairs_matched"] = int(len(pairs))
+            if _overrides_apply(label_overrides, epoch):
+                vis_lab, ir_lab, pairs = apply_overrides(vis_lab, ir_lab, pairs, label_overrides)
+                row["overrides_applied"] = True
+            u_vis, u_ir = unify_labels(vis_lab, ir_lab, pairs, keep_unmatched=True)
+            labels = np.full(n, -1, dtype=np.int64)
+            labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+            row["pairs"] = int(len(pairs))
+            row["pairs_correct_fraction"] = _pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
+            counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
+        else:  # joint: one clustering of both modalities, no matching
+            k = ks[0] if kmeans_phase else None
+            labels = _cluster(fused, cfg, k, cfg.seed * 1000 + epoch)
+            for side, idx, pre in (("visible", vis_idx, "vis"), ("infrared", ir_idx, "ir")):
+                row.update({f"{pre}_{k}": v for k, v in label_quality(labels[idx], true_ids[idx]).items()})
+            # "pairs": joint clusters holding both modalities
+            both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
+            pairs = np.stack([both, both], 1)
+            row["pairs"] = int(len(pairs))
+            row["pairs_correct_fraction"] = _pair_accuracy(pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx])
+            counts = (int(labels.max(initial=-1)) + 1,) * 2
+        if not kmeans_phase:
+            dbscan_counts = counts
+        row.update({f"unified_{k}": v for k, v in label_quality(labels, true_ids).items()})
+        n_ids = int(labels.max(initial=-1)) + 1
+        row["cross_ids"] = int(len(np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])))
+        if n_ids < p_ids:
+            raise RuntimeError(
+                f"stage 2, epoch {epoch}: {n_ids} pseudo identities after {method} ({cfg.cluster_mode}; visible "
+                f"clusters {row['vis_clusters']}, infrared clusters {row['ir_clusters']}, {row['pairs']} pairs, "
+                f"noise {row['unified_noise_fraction']:.0%}), fewer than the P={p_ids} identities a batch needs "
+                f"(batch_size {cfg.batch_size} / num_instances {cfg.num_instances}); raise eps (now {cfg.eps}), "
+                f"lower min_samples (now {cfg.min_samples}) or lower batch_size"
+            )
+        lab_t = torch.from_numpy(labels).to(device)
+        mem_a = ClusterMemory(model_a.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+        mem_a.reset(f_a.to(device), lab_t)
+        mem_b = None
+        if model_b is not None:
+            mem_b = ClusterMemory(model_b.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+            mem_b.reset(f_b.to(device), lab_t)
+        row["cluster_seconds"] = time.time() - te
+
+        # ---- training ------------------------------------------------------------------
+        sampler = CrossModalitySampler(labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch)
+        sampler.set_epoch(epoch)
+        batches = list(sampler.batches())
+        for mdl in nets:
+            mdl.train()
+        sums: dict[str, float] = {}
+        ts = time.time()
+        desc = f"stage 2 epoch {epoch + 1}/{cfg.total_epochs}"
+        for i, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
+            idx_t = torch.as_tensor(idx)
+            x = augment(to_float(images[idx_t].to(device, non_blocking=True)), cfg.augment, gen)
+            y = lab_t[idx_t.to(device)]
+            set_lr(opt, epoch_lr(cfg.lr, phase_epoch, i, len(batches), phase_len, cfg.warmup_epochs))
+            terms, upd = _step_losses(cfg, x, y, gen, model_a, model_b, mem_a, mem_b, ema_a, ema_b, kl_sym, dist, device)
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            mem_a.update(upd[0], y)
+            if mem_b is not None:
+                mem_b.update(upd[1], y)
+            if ema_a is not None:
+                ema_update(ema_a, model_a, cfg.ema_momentum)
+                ema_update(ema_b, model_b, cfg.ema_momentum)
+            n_seen += len(idx)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["total"] = sums.get("total", 0.0) + float(loss.detach())
+        train_seconds += time.time() - ts
+        row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
+        row.update({"batches": len(batches), "lr_end": opt.param_groups[0]["lr"]})
+        last = epoch == cfg.total_epochs - 1
+        if eval_fn is not None and (last or (eval_every > 0 and (epoch + 1) % eval_every == 0)):
+            for mdl in nets:
+                mdl.eval()
+            with torch.no_grad():
+                res = eval_fn(model_a, model_b)
+            for mdl in nets:
+                mdl.train()
+            row.update(_flatten(res or {}, "eval_"))
+        row["seconds"] = time.time() - te
+        logger.log(row)
+        state = {
+            "model_a": model_a.state_dict(),
+            "model_b": None if model_b is None else model_b.state_dict(),
+            "ema_a": None if ema_a is None else ema_a.state_dict(),
+            "ema_b": None if ema_b is None else ema_b.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "gen": gen.get_state(),
+            "rng": rng_state(),
+            "epoch": epoch,
+            "labels": labels,
+            "dbscan_counts": dbscan_counts,
+            "train_seconds": train_seconds,
+            "n_seen": n_seen,
+            "config": config_to_dict(cfg),
+            "label_overrides": None if label_overrides is None else dict(label_overrides),
+            "stage": "selftrain",
+        }
+        ckpt.save(state)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    for mdl in nets:
+        mdl.eval()
+    return SelfTrainResult(
+        model_a=model_a,
+        model_b=model_b,
+        history=logger.rows,
+        labels=labels,
+        seconds=time.time() - t0,
+        images_per_second=n_seen / max(train_seconds, 1e-9),
+        config=cfg,
+    )
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, mode: str, sym: SymmetricKL) -> torch.Tensor:
+    """One direction of the mutual KL: the student learns the (detached) teacher."""
+    if mode == "symmetric":
+        return sym(student, teacher)
+    return F.kl_div(F.log_softmax(student.float(), 1), F.log_softmax(teacher.detach().float(), 1), reduction="batchmean", log_target=True)
+
+
+def _step_losses(
+    cfg: SelfTrainConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Generator,
+    model_a: ReIDNet,
+    model_b: ReIDNet | None,
+    mem_a: ClusterMemory,
+    mem_b: ClusterMemory | None,
+    ema_a: nn.Module | None,
+    ema_b: nn.Module | None,
+    kl_sym: SymmetricKL,
+    dist: DistanceMatrixLoss,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+    """Loss terms of one batch (module docstring) and the detached features of the
+    memory updates ``(A, B)``."""
+    out: dict[str, torch.Tensor] = {}
+    with autocast(device, cfg.amp):
+        f_a = model_a(x).bn_feat
+        z_a = mem_a.logits(f_a)
+        out["mem_a"] = F.cross_entropy(z_a, y)
+        if model_b is None:
+            return out, (f_a.detach(), None)
+        xg = gray_of_normalised(x, cfg.gray_mode, gen)
+        f_b = model_b(xg).bn_feat
+        z_b = mem_b.logits(f_b)
+        out["mem_b"] = F.cross_entropy(z_b, y)
+        if ema_a is not None:
+            with torch.no_grad():
+                t_a = ema_a(x).bn_feat
+                t_b = ema_b(xg).bn_feat
+            tz_a, tz_b = mem_a.logits(t_a), mem_b.logits(t_b)
+        else:
+            t_a, t_b, tz_a, tz_b = f_a.detach(), f_b.detach(), z_a.detach(), z_b.detach()
+        if cfg.kl_weight > 0:
+            out["kl_a"] = cfg.kl_weight * _kl(z_a, tz_b, cfg.kl_mode, kl_sym)  # A learns from B
+            out["kl_b"] = cfg.kl_weight * _kl(z_b, tz_a, cfg.kl_mode, kl_sym)  # B learns from A
+        if cfg.dist_weight > 0:
+            if ema_a is not None:  # each model towards the other's EMA teacher
+                out["dist"] = cfg.dist_weight * 0.5 * (dist(f_a, t_b) + dist(f_b, t_a))
+            else:  # the code: one term, both models receive its gradient
+                out["dist"] = cfg.dist_weight * dist(f_a, f_b)
+    return out, (f_a.detach(), f_b.detach())
+
+
+def selftrain_features(
+    model_a: nn.Module,
+    model_b: nn.Module | None,
+    gray_mode: str = "random_channel",
+    fusion: str = "concat",
+    batch_size: int = 256,
+    seed: int = 0,
+) -> FeatureFn:
+    """Test-time feature function of a stage-2 pair: uint8 images ``(N, 3, H, W)`` ->
+    ``fuse([L2(A(x)), L2(B(gray x))])`` ``(N, D)`` float32, L2-normalised, flip-averaged
+    (:func:`cmamlib.training.loop.extract`; the random-channel gray view uses a generator
+    seeded with ``seed``, so the same images always give the same features). With
+    ``model_b=None``: A's features alone. Runs on the device of ``model_a``."""
+    dev = next(model_a.parameters()).device
+
+    def fn(images: torch.Tensor) -> torch.Tensor:
+        parts = [extract(model_a, images, dev, batch_size)]
+        if model_b is not None:
+            parts.append(extract(model_b, images, dev, batch_size, gray=gray_mode, seed=seed))
+        return fuse(parts, fusion)
+
+    return fn
