@@ -146,6 +146,19 @@ def stage1_metrics(model: nn.Module, sysu: SysuData, market: MarketData | None, 
     return row
 
 
+def stage1_run(base, variant: str, seed: int, market: MarketData, runs_dir: str | Path | None, progress: bool = True):
+    """One stage-1 run (:func:`cmamlib.training.cmam.run_cmam`) of ``variant`` with
+    ``seed`` on the source training images, in ``runs_dir/stage1/<variant>_seed<seed>/``
+    (resumed, so a complete run is loaded instead of retrained)."""
+    from dataclasses import replace
+
+    from .training.cmam import run_cmam, variant_config
+
+    cfg = replace(variant_config(base, variant), seed=seed)
+    run_dir = None if runs_dir is None else Path(runs_dir) / "stage1" / f"{variant}_seed{seed}"
+    return run_cmam(cfg, market.train.records, market.train.images, run_dir=run_dir, resume=run_dir is not None, progress=progress)
+
+
 STAGE1_KEYS = ("all_R1", "all_mAP", "all_mINP", "indoor_R1", "indoor_mAP", "source_mAP")
 
 
@@ -175,7 +188,6 @@ def stage1_experiment(
     from dataclasses import replace
 
     from .models import build_model
-    from .training.cmam import run_cmam, variant_config
     from .utils import seed_everything
 
     per_seed: dict[str, list[dict]] = {}
@@ -192,9 +204,7 @@ def stage1_experiment(
         rows = []
         t0 = time.time()
         for s in seeds:
-            cfg = replace(variant_config(base, name), seed=s)
-            run_dir = None if runs_dir is None else Path(runs_dir) / "stage1" / f"{name}_seed{s}"
-            res = run_cmam(cfg, market.train.records, market.train.images, run_dir=run_dir, resume=run_dir is not None, progress=progress)
+            res = stage1_run(base, name, s, market, runs_dir, progress)
             rows.append({"seed": s, "train_images_per_second": res.images_per_second, **stage1_metrics(res.model_rg, sysu, market, trials)})
             histories.setdefault(name, res.history)
         per_seed[name] = rows
@@ -208,3 +218,83 @@ def config_dict(cfg) -> dict:
     from .training.common import config_to_dict
 
     return config_to_dict(cfg)
+
+
+# --------------------------------------------------------------------------------------
+# stage-2 experiments (notebook 03)
+# --------------------------------------------------------------------------------------
+
+#: Stage-2 rows of the results table: (stage-1 init, SelfTrainConfig overrides).
+STAGE2_VARIANTS: dict[str, tuple[str | None, dict]] = {
+    "full": ("cmam", {}),
+    "no_stage1": (None, {}),
+    "stage1_rgb_only": ("rgb_only", {}),
+    "no_bipartite": ("cmam", {"cluster_mode": "joint"}),
+    "one_model": ("cmam", {"two_models": False}),
+}
+
+STAGE2_KEYS = ("all_R1", "all_R10", "all_R20", "all_mAP", "all_mINP", "indoor_R1", "indoor_R10", "indoor_R20", "indoor_mAP", "indoor_mINP")
+
+
+def sysu_row(fn: FeatureFn, sysu: SysuData, trials: int) -> dict:
+    """``{all_R1, ..., indoor_mINP}`` means over the SYSU trials of a feature function."""
+    res = brief(evaluate_sysu_fn(fn, sysu, trials))
+    return {f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "R20", "mAP", "mINP")}
+
+
+def stage2_experiment(
+    stage1_base,
+    stage2_base,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    sysu: SysuData,
+    market: MarketData,
+    runs_dir: str | Path | None,
+    trials: int = 10,
+    progress: bool = True,
+) -> dict:
+    """Train each stage-2 variant (:data:`STAGE2_VARIANTS`) for each seed on the target
+    training images (stage 1 first, from ``runs_dir/stage1`` when already trained) and
+    evaluate the fused features on SYSU all / indoor search.
+
+    The stage-1 RGB-only init has no gray extractor: its F_rg initialises both models.
+    Runs live in ``runs_dir/stage2/<variant>_seed<s>/`` (resumed when complete).
+
+    Returns:
+        ``{"rows": [...mean/std...], "per_seed": {...}, "histories": {variant: log of
+        the first seed}, "seconds": {...}}``.
+    """
+    import time
+    from dataclasses import replace
+
+    from .training.selftrain import run_selftrain, selftrain_features
+
+    per_seed: dict[str, list[dict]] = {}
+    histories: dict[str, list[dict]] = {}
+    seconds: dict[str, float] = {}
+    for name in variants:
+        if name not in STAGE2_VARIANTS:
+            raise ValueError(f"unknown stage-2 variant {name!r}; expected one of {sorted(STAGE2_VARIANTS)}")
+        init_variant, overrides = STAGE2_VARIANTS[name]
+        rows = []
+        t0 = time.time()
+        for s in seeds:
+            init = None
+            if init_variant is not None:
+                s1 = stage1_run(stage1_base, init_variant, s, market, runs_dir, progress)
+                init = (s1.model_rg, s1.model_g if s1.model_g is not None else s1.model_rg)
+            cfg = replace(stage2_base, seed=s, **overrides)
+            run_dir = None if runs_dir is None else Path(runs_dir) / "stage2" / f"{name}_seed{s}"
+            res = run_selftrain(cfg, sysu.train.records, sysu.train.images, init_models=init, run_dir=run_dir,
+                                resume=run_dir is not None, progress=progress)
+            fn = selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)
+            row = {"seed": s, "train_images_per_second": res.images_per_second, **sysu_row(fn, sysu, trials)}
+            if res.model_b is not None:
+                a_only = sysu_row(selftrain_features(res.model_a, None), sysu, trials)
+                row.update({f"A_{k}": v for k, v in a_only.items() if k in ("all_R1", "all_mAP")})
+            rows.append(row)
+            histories.setdefault(name, res.history)
+        per_seed[name] = rows
+        seconds[name] = time.time() - t0
+    table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE2_KEYS)} for name, rows in per_seed.items()]
+    return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}

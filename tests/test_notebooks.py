@@ -72,5 +72,16 @@ def _check_02(m):
     assert "loss_rg2g" in m["histories"]["cmam"][-1]
 
 
+def _check_03(m):
+    assert [r["variant"] for r in m["rows"]][:5] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model"]
+    for r in m["rows"]:
+        for k in ("all_R1", "all_R10", "all_R20", "all_mAP", "all_mINP", "indoor_R1", "indoor_mAP"):
+            assert 0.0 <= r[k] <= 1.0
+    h = m["histories"]["full"][-1]
+    for k in ("vis_clusters", "ir_clusters", "pairs", "pairs_correct_fraction", "unified_ari"):
+        assert k in h
+    assert "above_every_ablation_all_mAP" in m["goal"]
+
+
 REPORT_NAMES = {"02_cmam_pretraining": "02_cmam"}
-CHECKS = {"00_synthetic_benchmark": _check_00, "01_gray_augmentation": _check_01, "02_cmam_pretraining": _check_02}
+CHECKS = {"00_synthetic_benchmark": _check_00, "01_gray_augmentation": _check_01, "02_cmam_pretraining": _check_02, "03_self_training": _check_03}
