@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - exercised through use_numba=False
     numba = None
 
 __all__ = [
+    "camera_centre",
     "cluster_dbscan",
     "cluster_hdbscan",
     "jaccard_distance",
@@ -737,6 +738,7 @@ def pseudo_labels(
     eps: float = 0.6,
     min_samples: int = 4,
     sparse_above: int = 20000,
+    camids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Jaccard distance + DBSCAN pseudo labels, as cluster-contrast re-ID and the CMAM
     authors' code compute them once per epoch.
@@ -748,11 +750,16 @@ def pseudo_labels(
         eps, min_samples: :func:`cluster_dbscan` parameters.
         sparse_above: use the bounded-memory :func:`jaccard_distance_sparse` when
             N is larger (identical labels, less memory).
+        camids: optional (N,) camera ids: features are first centred per camera
+            (:func:`camera_centre`), so that clusters follow identities across cameras
+            instead of camera look-alikes.
 
     Returns:
         (N,) int64 labels 0..K-1, -1 for noise.
     """
     n = int(features.shape[0])
+    if camids is not None:
+        features = camera_centre(features, camids)
     k1 = min(int(k1), n - 1)
     k2 = min(int(k2), k1)
     if n > sparse_above and eps < 1:
@@ -760,6 +767,31 @@ def pseudo_labels(
     else:
         dist = jaccard_distance(features, k1=k1, k2=k2)
     return cluster_dbscan(dist, eps=eps, min_samples=min_samples)
+
+
+def camera_centre(features: torch.Tensor | np.ndarray, camids: np.ndarray) -> torch.Tensor:
+    """Subtract each camera's mean feature, then L2-normalise the rows.
+
+    Random-init (and weakly trained) features cluster by camera (background, colour
+    cast) far more than by identity; centring per camera removes the shared camera
+    component (the camera-aware feature normalisation of unsupervised re-ID, e.g.
+    intra-camera mean subtraction in ICE, Chen et al. ICCV 2021). Camera ids are
+    unsupervised metadata (file names), not identity labels.
+
+    Args:
+        features: (N, D) float.
+        camids: (N,) int camera ids.
+    Returns:
+        (N, D) float32 tensor, L2-normalised rows.
+    """
+    x = _as_features(features).clone()
+    cams = np.asarray(camids).reshape(-1)
+    if len(cams) != x.shape[0]:
+        raise ValueError(f"camids has {len(cams)} entries for {x.shape[0]} features")
+    for c in np.unique(cams):
+        idx = torch.from_numpy(np.flatnonzero(cams == c))
+        x[idx] -= x[idx].mean(0, keepdim=True)
+    return torch.nn.functional.normalize(x, dim=1)
 
 
 def label_quality(labels: np.ndarray, true_ids: np.ndarray) -> dict[str, float]:

@@ -14,7 +14,7 @@ from cmamlib.training.loop import StopTraining
 
 SMOKE = CMAMConfig(
     width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=2, k1=6, k2=3, eps=0.5,
-    min_samples=2, eval_batch_size=64, kl_start_fraction=0.5, device="cpu",
+    min_samples=2, eval_batch_size=64, kl_start_fraction=0.5, device="cpu", iters_per_epoch=4,
 )
 
 

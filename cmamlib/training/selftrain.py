@@ -53,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..clustering import label_quality, pseudo_labels
+from ..clustering import camera_centre, label_quality, pseudo_labels
 from ..data.loading import load_images
 from ..data.records import INFRARED, Record
 from ..data.samplers import CrossModalitySampler
@@ -107,13 +107,15 @@ class SelfTrainConfig:
             pseudo identity with both modalities); the code uses 128 = 8 x 16.
         epochs: DBSCAN epochs (one re-clustering each).
         iters_per_epoch: batches per epoch; None = one pass over the pseudo-labelled
-            images (the sampler's pass).
-        lr: Adam learning rate. 3.5e-4 here for the short CPU schedules; the authors'
-            code uses 1e-4 with 12k iterations.
+            images (the sampler's pass); CPU default 6 epochs x 40 batches.
+        lr: Adam learning rate. 3.5e-3 here for the short CPU schedules from weak
+            (random-init or CPU stage-1) weights; the authors' code uses 1e-4 with 12k
+            iterations from ImageNet + stage-1 weights.
         weight_decay / warmup_epochs: 5e-4; linear warm-up then cosine decay per
             fractional epoch (:func:`cmamlib.training.loop.epoch_lr`; the schedule is
             restarted for the k-means phase, *reconstruction*).
-        k1 / k2 / eps / min_samples: Jaccard + DBSCAN (the code's stage 2: 30, 6, 0.4, 4).
+        k1 / k2 / eps / min_samples: Jaccard + DBSCAN (the code's stage 2: 30, 6, 0.4, 4;
+            CPU default k1 15: SYSU-MM01-synth has about 4 infrared images per identity).
         cluster_mode: ``"per_modality"`` (default, the code: cluster each modality, then
             match) or ``"joint"`` (ablation: one clustering of both modalities, no
             matching).
@@ -136,6 +138,11 @@ class SelfTrainConfig:
             for clustering.
         augment: crop / flip / erasing of the training batches (the gray view of B is
             taken from the augmented batch, so both models see the same crop).
+        camera_centering: centre the fused features per camera before clustering and
+            matching (:func:`cmamlib.clustering.camera_centre`; cameras are
+            modality-specific, so this also removes each modality's mean feature).
+            *Reconstruction*, as stage 1's ``camera_centering``: camera ids come from the
+            file names, no identity label is read.
         kmeans_epochs: epochs of the optional second phase with spherical k-means per
             modality (0: off). K per modality: ``kmeans_k`` (an int for both modalities
             or ``(K_visible, K_infrared)``; ``cluster_mode="joint"`` uses the first), else
@@ -147,18 +154,18 @@ class SelfTrainConfig:
     """
 
     arch: str = "resnet18"
-    width: int = 32
+    width: int = 16
     last_stride: int = 1
     pretrained: str | None = None
     image_size: tuple[int, int] = (64, 32)
     batch_size: int = 64
     num_instances: int = 8
-    epochs: int = 8
-    iters_per_epoch: int | None = None
-    lr: float = 3.5e-4
+    epochs: int = 6
+    iters_per_epoch: int | None = 40
+    lr: float = 3.5e-3
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
-    k1: int = 30
+    k1: int = 15
     k2: int = 6
     eps: float = 0.4
     min_samples: int = 4
@@ -178,6 +185,7 @@ class SelfTrainConfig:
     ema_momentum: float = 0.999
     fusion: str = "concat"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    camera_centering: bool = True
     kmeans_epochs: int = 0
     kmeans_k: int | tuple[int, int] | None = None
     seed: int = 0
@@ -429,6 +437,7 @@ def _kmeans(x: torch.Tensor, k: int, seed: int) -> np.ndarray:
 
 
 def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int) -> np.ndarray:
+    """DBSCAN (``kmeans_k`` None) or k-means labels of already prepared features."""
     if kmeans_k is None:
         return pseudo_labels(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples)
     return _kmeans(x, kmeans_k, seed)
@@ -511,6 +520,7 @@ def run_selftrain(
     if n < 2:
         raise ValueError(f"run_selftrain: need target images, got {n} records")
     is_ir = np.array([r.modality == INFRARED for r in target_records], dtype=bool)
+    cams = np.array([r.camid for r in target_records])
     vis_idx, ir_idx = np.flatnonzero(~is_ir), np.flatnonzero(is_ir)
     if cfg.cluster_mode == "per_modality" and (len(vis_idx) < 2 or len(ir_idx) < 2):
         raise ValueError(
@@ -589,6 +599,8 @@ def run_selftrain(
                 amp=cfg.amp, progress=progress, desc="features B (gray)",
             )
         fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
+        if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
+            fused = camera_centre(fused, cams)
 
         # ---- pseudo labels -------------------------------------------------------------
         row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}

@@ -35,7 +35,13 @@ class SupervisedConfig:
         image_size: ``(H, W)`` input size.
         batch_size / num_instances: P x K identity batches (K per identity).
         epochs: training epochs; ``iters_per_epoch`` batches each (None: one pass).
-        lr / weight_decay / warmup_epochs: Adam, linear warm-up, cosine decay.
+            The CPU default, 40 x 25 = 1,000 steps of 64 images whatever the training
+            set, was measured on the default synthetic preset: at 12 one-pass epochs
+            (180 steps for the IR-only model) the classifier had barely left chance
+            (cross entropy 5.35 of ln 240 = 5.48) and IR -> IR Rank-1 was 24%.
+        lr / weight_decay / warmup_epochs: Adam, linear warm-up, cosine decay. The CPU
+            default lr 3.5e-3 (ten times the re-ID ImageNet fine-tuning value 3.5e-4)
+            suits training from random init in 1,000 steps.
         label_smoothing / triplet_margin / triplet_weight: loss settings.
         gray_prob: probability that a *visible* training image is replaced by its gray
             view (``gray_mode``); 0 disables (calibration model (c) uses it).
@@ -45,14 +51,14 @@ class SupervisedConfig:
     """
 
     arch: str = "resnet18"
-    width: int = 32
+    width: int = 16
     last_stride: int = 1
     image_size: tuple[int, int] = (64, 32)
     batch_size: int = 64
     num_instances: int = 4
-    epochs: int = 12
-    iters_per_epoch: int | None = None
-    lr: float = 3.5e-4
+    epochs: int = 40
+    iters_per_epoch: int | None = 25
+    lr: float = 3.5e-3
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
@@ -161,8 +167,8 @@ def run_supervised(
             step += 1
             nb += 1
             n_seen += len(idx)
-            sums["ce"] += float(l_ce)
-            sums["triplet"] += float(l_tri)
+            sums["ce"] += float(l_ce.detach())
+            sums["triplet"] += float(l_tri.detach())
             sums["acc"] += float((logits.argmax(1) == y).float().mean())
             bar.set_postfix(ce=f"{float(l_ce):.3f}", tri=f"{float(l_tri):.3f}")
         logger.log({"epoch": epoch, **{k: v / max(nb, 1) for k, v in sums.items()}, "seconds": time.time() - t0})
