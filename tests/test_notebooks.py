@@ -67,7 +67,7 @@ def _check_01(m):
 
 
 def _check_02(m):
-    _check_stage1_rows(m["rows"], ["rgb_only", "rgb_gray_one_net", "symmetric", "cmam", "cmam_tie_rgb_to_gray", "random_init"])
+    _check_stage1_rows(m["rows"], ["rgb_only", "rgb_gray_one_net", "symmetric", "cmam", "cmam_tie_rgb_to_gray", "cmam_sim005", "random_init"])
     assert len(m["histories"]["cmam"]) == m["config"]["epochs"]
     assert "loss_rg2g" in m["histories"]["cmam"][-1]
 

@@ -174,6 +174,9 @@ VARIANTS: dict[str, dict] = {
     "symmetric": {"symmetric": True},
     "cmam": {},
     "cmam_tie_rgb_to_gray": {"tie_rgb_to_gray": True},
+    # investigation (notebook 02): the code's SIM weight 0.5 on a summed 64 x 64 matrix
+    # dominates the memory loss from random init; a tenth of it
+    "cmam_sim005": {"sim_weight": 0.05},
 }
 
 
