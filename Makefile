@@ -48,7 +48,8 @@ test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
 
 bench: $(STAMP)
-	@for b in $(sort $(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+	@fail=""; for b in $(sort $(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(PYTHON) $$b || fail="$$fail $$b"; done; \
+	if [ -n "$$fail" ]; then echo "benchmarks below their targets:$$fail"; exit 1; fi
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
