@@ -134,12 +134,17 @@ def mean_std(rows: Sequence[dict], keys: Sequence[str]) -> dict:
     return out
 
 
+def sysu_row(fn: FeatureFn, sysu: SysuData, trials: int) -> dict:
+    """``{all_R1, ..., indoor_mINP}`` means over the SYSU trials of a feature function."""
+    res = brief(evaluate_sysu_fn(fn, sysu, trials))
+    return {f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "R20", "mAP", "mINP")}
+
+
 def stage1_metrics(model: nn.Module, sysu: SysuData, market: MarketData | None, trials: int) -> dict:
     """Direct transfer of an RGB-gray extractor (the image as it is, no target training):
     SYSU all / indoor R1, mAP, mINP; and the source V->V diagnostic."""
     fn = model_features(model)
-    res = brief(evaluate_sysu_fn(fn, sysu, trials))
-    row = {f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "mAP", "mINP")}
+    row = sysu_row(fn, sysu, trials)
     if market is not None:
         src = evaluate_market_fn(fn, market)
         row.update(source_R1=src["R1"], source_mAP=src["mAP"])
@@ -234,12 +239,6 @@ STAGE2_VARIANTS: dict[str, tuple[str | None, dict]] = {
 }
 
 STAGE2_KEYS = ("all_R1", "all_R10", "all_R20", "all_mAP", "all_mINP", "indoor_R1", "indoor_R10", "indoor_R20", "indoor_mAP", "indoor_mINP")
-
-
-def sysu_row(fn: FeatureFn, sysu: SysuData, trials: int) -> dict:
-    """``{all_R1, ..., indoor_mINP}`` means over the SYSU trials of a feature function."""
-    res = brief(evaluate_sysu_fn(fn, sysu, trials))
-    return {f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "R20", "mAP", "mINP")}
 
 
 def stage2_experiment(

@@ -54,8 +54,8 @@ from ..losses import SimilarityMatrixLoss, SymmetricKL, TripletLoss
 from ..memory import ClusterMemory
 from ..models import ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
-from .common import Checkpointer, JsonlLogger, autocast, check_resume_config, config_to_dict, make_optimizer, make_scaler, rng_state, set_lr, set_rng_state
-from .loop import StopTraining, ema_update, epoch_lr, extract, fuse, make_ema
+from .common import Checkpointer, JsonlLogger, autocast, check_resume_config, config_to_dict, make_optimizer, make_scaler, set_lr
+from .loop import StopTraining, ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
 
 __all__ = ["CMAMConfig", "CMAMResult", "run_cmam", "VARIANTS"]
 
@@ -262,19 +262,10 @@ def run_cmam(
         logger.path.unlink()  # a fresh run replaces an old log
     train_seconds, n_seen = 0.0, 0
     labels = np.full(len(source_records), -1)
+    modules = {"model_rg": model_rg, "model_g": model_g, "ema_rg": ema_rg, "ema_g": ema_g}
     if resume and (state := ckpt.load()) is not None:
         check_resume_config(state, cfg, ckpt.path)
-        model_rg.load_state_dict(state["model_rg"])
-        if model_g is not None:
-            model_g.load_state_dict(state["model_g"])
-        if ema_rg is not None:
-            ema_rg.load_state_dict(state["ema_rg"])
-        if ema_g is not None:
-            ema_g.load_state_dict(state["ema_g"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        gen.set_state(state["gen"])
-        set_rng_state(state["rng"])
+        restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
         logger.truncate_to(start_epoch)
@@ -359,14 +350,7 @@ def run_cmam(
         row.update({"batches": len(batches), "kl_on": use_kl, "seconds": time.time() - te})
         logger.log(row)
         state = {
-            "model_rg": model_rg.state_dict(),
-            "model_g": None if model_g is None else model_g.state_dict(),
-            "ema_rg": None if ema_rg is None else ema_rg.state_dict(),
-            "ema_g": None if ema_g is None else ema_g.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(),
-            "gen": gen.get_state(),
-            "rng": rng_state(),
+            **training_state(modules, opt, scaler, gen),
             "epoch": epoch,
             "labels": labels,
             "train_seconds": train_seconds,

@@ -13,7 +13,7 @@ import torch.nn as nn
 from ..data.loading import iterate_batches
 from ..data.transforms import gray_view
 from ..features import extract_features
-from .common import lr_factor
+from .common import lr_factor, rng_state, set_rng_state
 
 
 def gray_transform(mode: str, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -78,6 +78,25 @@ def epoch_lr(base_lr: float, epoch: int, i: int, steps: int, epochs: int, warmup
     scale = 1000
     t = int(scale * (epoch + i / max(steps, 1)))
     return base_lr * lr_factor(t, scale * epochs, scale * warmup_epochs)
+
+
+def training_state(modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator) -> dict:
+    """The resumable part of a checkpoint: ``modules`` state dicts under their names
+    (None for an absent module), optimiser, AMP scaler, batch generator and global RNGs."""
+    state: dict = {k: None if m is None else m.state_dict() for k, m in modules.items()}
+    state.update(optimizer=opt.state_dict(), scaler=scaler.state_dict(), gen=gen.get_state(), rng=rng_state())
+    return state
+
+
+def restore_training_state(state: dict, modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator) -> None:
+    """Inverse of :func:`training_state`: load everything back in place (absent modules skipped)."""
+    for k, m in modules.items():
+        if m is not None:
+            m.load_state_dict(state[k])
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["gen"])
+    set_rng_state(state["rng"])
 
 
 class StopTraining(Exception):

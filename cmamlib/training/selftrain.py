@@ -71,11 +71,9 @@ from .common import (
     config_to_dict,
     make_optimizer,
     make_scaler,
-    rng_state,
     set_lr,
-    set_rng_state,
 )
-from .loop import ema_update, epoch_lr, extract, fuse, make_ema
+from .loop import ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
 
 __all__ = [
     "OVERRIDE_KEYS",
@@ -560,21 +558,13 @@ def run_selftrain(
     start_epoch, train_seconds, n_seen = 0, 0.0, 0
     labels = np.full(n, -1, dtype=np.int64)
     dbscan_counts: tuple[int, int] | None = None  # (visible, infrared) or (joint, joint)
+    modules = {"model_a": model_a, "model_b": model_b, "ema_a": ema_a, "ema_b": ema_b}
     state = ckpt.load() if resume else None
     if state is not None:
         check_resume_config(state, cfg, ckpt.path)
         if state.get("label_overrides") != (None if label_overrides is None else dict(label_overrides)):
             raise ValueError(f"cannot resume from {ckpt.path}: it was written with other label_overrides")
-        model_a.load_state_dict(state["model_a"])
-        if model_b is not None:
-            model_b.load_state_dict(state["model_b"])
-        if ema_a is not None:
-            ema_a.load_state_dict(state["ema_a"])
-            ema_b.load_state_dict(state["ema_b"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        gen.set_state(state["gen"])
-        set_rng_state(state["rng"])
+        restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
         dbscan_counts = state["dbscan_counts"]
@@ -711,14 +701,7 @@ def run_selftrain(
         row["seconds"] = time.time() - te
         logger.log(row)
         state = {
-            "model_a": model_a.state_dict(),
-            "model_b": None if model_b is None else model_b.state_dict(),
-            "ema_a": None if ema_a is None else ema_a.state_dict(),
-            "ema_b": None if ema_b is None else ema_b.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(),
-            "gen": gen.get_state(),
-            "rng": rng_state(),
+            **training_state(modules, opt, scaler, gen),
             "epoch": epoch,
             "labels": labels,
             "dbscan_counts": dbscan_counts,
