@@ -35,14 +35,28 @@ def test_notebook_smoke(nb, smoke_data, tmp_path):
         kernel_name="python3",
         progress_bar=False,
     )
-    name = REPORT_NAMES.get(nb.stem, nb.stem)
+    extra = _extra_check(nb.stem)
+    name = getattr(extra, "REPORT_NAME", None) or REPORT_NAMES.get(nb.stem, nb.stem)
     metrics = json.loads((reports / name / "metrics.json").read_text())
     assert metrics["smoke"] is True
     pngs = list((reports / name).glob("*.png"))
     assert pngs, f"{nb.name} wrote no figure"
-    check = CHECKS.get(nb.stem)
+    check = CHECKS.get(nb.stem) or getattr(extra, "check", None)
     if check:
         check(metrics)
+
+
+def _extra_check(stem: str):
+    """``tests/nbcheck_NN.py`` (optional): ``check(metrics)`` and ``REPORT_NAME`` of notebook NN."""
+    import importlib.util
+
+    path = Path(__file__).with_name(f"nbcheck_{stem[:2]}.py")
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(f"nbcheck_{stem[:2]}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _check_00(m):
