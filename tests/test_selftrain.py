@@ -245,3 +245,36 @@ def test_init_models_are_not_modified(target):
     assert one.model_b is None
     with pytest.raises(ValueError, match="model_b is None"):
         run_selftrain(SMOKE, recs, imgs, init_models=(a, None), progress=False)
+
+
+def test_cluster_and_match_is_what_training_sees(target):
+    """The public epoch step (features + clustering + matching + overrides) reproduces
+    the labels and the logged counts of a 1-epoch run from the same models."""
+    from cmamlib.data.records import record_arrays
+    from cmamlib.training.selftrain import check_overrides, cluster_and_match, selftrain_epoch_features
+
+    recs, imgs = target
+    cfg = replace(SMOKE, epochs=1)
+    torch.manual_seed(3)
+    a, b = build_model("resnet18", width=8), build_model("resnet18", width=8)
+    _, cams, is_ir = record_arrays(recs)
+    _, _, fused = selftrain_epoch_features(a, b, imgs, cfg, epoch=0)
+    el = cluster_and_match(fused, is_ir, cams, cfg, epoch=0)
+    res = run_selftrain(cfg, recs, imgs, init_models=(a, b), progress=False)
+    row = res.history[0]
+    np.testing.assert_array_equal(el.labels, res.labels)
+    assert (row["vis_clusters"], row["ir_clusters"], row["pairs"]) == (
+        el.raw_vis_labels.max() + 1, el.raw_ir_labels.max() + 1, len(el.pairs))
+    assert el.similarity.shape == (len(el.pairs),) and np.all(np.abs(el.similarity) <= 1 + 1e-9)
+    ml = el.modality_labels()
+    np.testing.assert_array_equal(ml[~is_ir], el.raw_vis_labels)
+    np.testing.assert_array_equal(ml[is_ir], el.raw_ir_labels)
+    # overrides for this epoch: the same result as the run with them
+    v0 = int(el.pairs[0, 0])
+    ov = {"noise_clusters": {"visible": [v0]}, "epochs": [0]}
+    check_overrides(ov)
+    el2 = cluster_and_match(fused, is_ir, cams, cfg, epoch=0, label_overrides=ov)
+    assert el2.overrides_applied and v0 not in el2.pairs[:, 0] and (el2.labels == -1).sum() > (el.labels == -1).sum()
+    res2 = run_selftrain(cfg, recs, imgs, init_models=(a, b), progress=False, label_overrides=ov)
+    np.testing.assert_array_equal(el2.labels, res2.labels)
+    assert not cluster_and_match(fused, is_ir, cams, cfg, epoch=1, label_overrides=ov).overrides_applied

@@ -77,10 +77,14 @@ from .loop import ema_update, epoch_lr, extract, fuse, make_ema, restore_trainin
 
 __all__ = [
     "OVERRIDE_KEYS",
+    "EpochLabels",
     "SelfTrainConfig",
     "SelfTrainResult",
     "apply_overrides",
+    "check_overrides",
+    "cluster_and_match",
     "run_selftrain",
+    "selftrain_epoch_features",
     "selftrain_features",
 ]
 
@@ -441,6 +445,208 @@ def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: 
     return _kmeans(x, kmeans_k, seed)
 
 
+@dataclass
+class EpochLabels:
+    """Pseudo labels of one stage-2 epoch in ``cluster_mode="per_modality"``
+    (:func:`cluster_and_match`): what the training loop of :func:`run_selftrain` trains on.
+
+    Cluster ids are **per modality**: visible cluster ``3`` and infrared cluster ``3`` are
+    unrelated until a pair links them. These ids are the ones a ``label_overrides`` dict
+    names (:func:`apply_overrides`).
+
+    Attributes:
+        features: ``(N, D)`` float32, L2-normalised: the features that were clustered and
+            matched (fused, camera-centred when ``camera_centering``), record order.
+        is_ir: ``(N,)`` bool, True for infrared records.
+        raw_vis_labels / raw_ir_labels: ``(Nv,)`` / ``(Ni,)`` int64 cluster ids of the
+            visible / infrared records (in record order within the modality, i.e.
+            ``vis_idx`` / ``ir_idx``), ``-1`` noise, as the clustering found them.
+        raw_pairs: ``(M0, 2)`` int64 ``(visible_id, infrared_id)`` pairs of the bipartite
+            matching (:func:`cmamlib.labeling.match_clusters`), sorted.
+        vis_labels / ir_labels / pairs: the same after ``label_overrides`` (identical to
+            the raw ones when no override applies to this epoch).
+        similarity: ``(M,)`` float64 cosine similarity of the two cluster centroids of
+            every row of ``pairs``.
+        labels: ``(N,)`` int64 shared cross-modality training labels
+            (:func:`cmamlib.labeling.unify_labels` of the corrected labels and pairs;
+            unmatched clusters keep their own label), ``-1`` noise (not trained on).
+        overrides_applied: whether ``label_overrides`` applied to this epoch.
+    """
+
+    features: torch.Tensor
+    is_ir: np.ndarray
+    raw_vis_labels: np.ndarray
+    raw_ir_labels: np.ndarray
+    raw_pairs: np.ndarray
+    vis_labels: np.ndarray
+    ir_labels: np.ndarray
+    pairs: np.ndarray
+    similarity: np.ndarray
+    labels: np.ndarray
+    overrides_applied: bool = False
+
+    @property
+    def vis_idx(self) -> np.ndarray:
+        """``(Nv,)`` record indices of the visible images."""
+        return np.flatnonzero(~self.is_ir)
+
+    @property
+    def ir_idx(self) -> np.ndarray:
+        """``(Ni,)`` record indices of the infrared images."""
+        return np.flatnonzero(self.is_ir)
+
+    def modality_labels(self, raw: bool = True) -> np.ndarray:
+        """``(N,)`` int64 per-image **per-modality** cluster id in record order (a
+        visible image holds a visible cluster id, an infrared image an infrared one),
+        ``-1`` noise: the ``labels`` argument of
+        :class:`cmamlib.widgets.PseudoLabelInspector`. ``raw``: before overrides."""
+        out = np.full(len(self.is_ir), -1, dtype=np.int64)
+        out[self.vis_idx] = self.raw_vis_labels if raw else self.vis_labels
+        out[self.ir_idx] = self.raw_ir_labels if raw else self.ir_labels
+        return out
+
+
+def _pair_similarity(features: torch.Tensor, vis_idx, ir_idx, vis_lab, ir_lab, pairs: np.ndarray) -> np.ndarray:
+    """Centroid cosine similarity of every ``(visible_id, infrared_id)`` pair."""
+    if len(pairs) == 0:
+        return np.zeros(0, dtype=np.float64)
+    vc, vids = cluster_centroids(features[vis_idx], vis_lab)
+    ic, iids = cluster_centroids(features[ir_idx], ir_lab)
+    vc = F.normalize(vc.double(), dim=1).numpy()
+    ic = F.normalize(ic.double(), dim=1).numpy()
+    rv = {int(c): k for k, c in enumerate(np.asarray(vids))}
+    ri = {int(c): k for k, c in enumerate(np.asarray(iids))}
+    return np.array([float(vc[rv[int(a)]] @ ic[ri[int(b)]]) for a, b in pairs], dtype=np.float64)
+
+
+def cluster_and_match(
+    features: torch.Tensor | np.ndarray,
+    is_ir: np.ndarray,
+    cams: np.ndarray | None,
+    cfg: SelfTrainConfig,
+    epoch: int = 0,
+    kmeans_k: tuple[int, int] | None = None,
+    label_overrides: Mapping[str, Any] | None = None,
+) -> EpochLabels:
+    """One stage-2 epoch's pseudo labels, exactly as :func:`run_selftrain` computes them
+    (``cluster_mode="per_modality"``; :func:`run_selftrain` calls this function).
+
+    Steps: camera centring (``cfg.camera_centering``,
+    :func:`cmamlib.clustering.camera_centre`); per modality Jaccard + DBSCAN
+    (``cfg.k1, k2, eps, min_samples``), or spherical k-means with ``kmeans_k``
+    clusters; bipartite matching of the visible and infrared centroids
+    (:func:`cmamlib.labeling.match_clusters` with ``cfg.match_cost``,
+    ``cfg.match_unequal``, ``cfg.match_threshold``); ``label_overrides`` when they apply
+    to ``epoch`` (:func:`apply_overrides`); one shared label space
+    (:func:`cmamlib.labeling.unify_labels`).
+
+    Args:
+        features: ``(N, D)`` float fused features of every record
+            (:func:`selftrain_epoch_features`), before camera centring.
+        is_ir: ``(N,)`` bool, True for infrared records.
+        cams: ``(N,)`` int camera ids (needed when ``cfg.camera_centering``).
+        cfg: the stage-2 config (clustering and matching fields are read).
+        epoch: the epoch: seeds k-means (``cfg.seed * 1000 + epoch``, infrared + 500)
+            and selects ``label_overrides`` with an ``"epochs"`` entry.
+        kmeans_k: ``(K_visible, K_infrared)`` for a k-means epoch; None: DBSCAN.
+        label_overrides: optional corrections (:func:`apply_overrides`).
+
+    Returns:
+        :class:`EpochLabels`.
+
+    Raises:
+        RuntimeError: a modality where the clustering found no cluster (names the epoch,
+            the modality and ``eps``).
+        ValueError: a modality with fewer than 2 images, mismatched lengths, or bad
+            overrides.
+    """
+    x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features, dtype=np.float32))
+    is_ir = np.asarray(is_ir, dtype=bool)
+    if x.ndim != 2 or x.shape[0] != len(is_ir):
+        raise ValueError(f"features {tuple(x.shape)} must be (N, D) with N = len(is_ir) = {len(is_ir)}")
+    vis_idx, ir_idx = np.flatnonzero(~is_ir), np.flatnonzero(is_ir)
+    if len(vis_idx) < 2 or len(ir_idx) < 2:
+        raise ValueError(
+            f"per-modality clustering needs both modalities; got {len(vis_idx)} visible and {len(ir_idx)} infrared records"
+        )
+    check_overrides(label_overrides)
+    if cfg.camera_centering:
+        if cams is None or len(cams) != len(is_ir):
+            raise ValueError(f"camera_centering=True needs cams of length {len(is_ir)}, got {None if cams is None else len(cams)}")
+        x = camera_centre(x, np.asarray(cams))
+    kv, ki = kmeans_k if kmeans_k is not None else (None, None)
+    method = "k-means" if kmeans_k is not None else "DBSCAN"
+    vis_lab = _cluster(x[vis_idx], cfg, kv, cfg.seed * 1000 + epoch)
+    ir_lab = _cluster(x[ir_idx], cfg, ki, cfg.seed * 1000 + epoch + 500)
+    for side, lab in (("visible", vis_lab), ("infrared", ir_lab)):
+        if int(lab.max(initial=-1)) < 0:
+            raise RuntimeError(
+                f"stage 2, epoch {epoch}: {method} found no cluster among the {len(lab)} {side} images "
+                f"(all noise); raise eps (now {cfg.eps}) or lower min_samples (now {cfg.min_samples})"
+            )
+    vc, vids = cluster_centroids(x[vis_idx], vis_lab)
+    ic, iids = cluster_centroids(x[ir_idx], ir_lab)
+    m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
+    pairs = np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1) if m.num_pairs else np.zeros((0, 2), dtype=np.int64)
+    raw = (vis_lab, ir_lab, pairs.astype(np.int64))
+    applied = _overrides_apply(label_overrides, epoch)
+    if applied:
+        vis_lab, ir_lab, pairs = apply_overrides(vis_lab, ir_lab, pairs, label_overrides)
+    u_vis, u_ir = unify_labels(vis_lab, ir_lab, pairs, keep_unmatched=True)
+    labels = np.full(len(is_ir), -1, dtype=np.int64)
+    labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+    return EpochLabels(
+        features=x,
+        is_ir=is_ir,
+        raw_vis_labels=raw[0],
+        raw_ir_labels=raw[1],
+        raw_pairs=raw[2],
+        vis_labels=vis_lab,
+        ir_labels=ir_lab,
+        pairs=np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
+        similarity=_pair_similarity(x, vis_idx, ir_idx, raw[0], raw[1], np.asarray(pairs).reshape(-1, 2)),
+        labels=labels,
+        overrides_applied=applied,
+    )
+
+
+def selftrain_epoch_features(
+    model_a: nn.Module,
+    model_b: nn.Module | None,
+    images: torch.Tensor,
+    cfg: SelfTrainConfig,
+    epoch: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Features of one stage-2 epoch as :func:`run_selftrain` extracts them (it calls
+    this function): A on the images as they are, B on their gray view (``cfg.gray_mode``,
+    generator seeded ``cfg.seed * 1000 + epoch``), both flip-averaged and L2-normalised,
+    fused with ``cfg.fusion``.
+
+    Args:
+        model_a / model_b: the two models (``model_b`` None: A alone).
+        images: ``(N, 3, H, W)`` uint8.
+        cfg: the stage-2 config.
+        epoch: the epoch whose gray-view seed is used.
+        device: default: the device of ``model_a``.
+
+    Returns:
+        ``(f_a (N, Da), f_b (N, Db) or None, fused (N, D))``, float32, on ``device``.
+        ``fused`` is the input of :func:`cluster_and_match`.
+    """
+    dev = torch.device(device) if device is not None else next(model_a.parameters()).device
+    f_a = extract(model_a, images, dev, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features A")
+    f_b = None
+    if model_b is not None:
+        f_b = extract(
+            model_b, images, dev, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch,
+            amp=cfg.amp, progress=progress, desc="features B (gray)",
+        )
+    fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
+    return f_a, f_b, fused
+
+
 # --------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------
@@ -581,16 +787,7 @@ def run_selftrain(
         kmeans_phase = epoch >= cfg.epochs
         phase_epoch, phase_len = (epoch - cfg.epochs, cfg.kmeans_epochs) if kmeans_phase else (epoch, cfg.epochs)
         # ---- features ------------------------------------------------------------------
-        f_a = extract(model_a, images, device, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features A")
-        f_b = None
-        if model_b is not None:
-            f_b = extract(
-                model_b, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch,
-                amp=cfg.amp, progress=progress, desc="features B (gray)",
-            )
-        fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
-        if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
-            fused = camera_centre(fused, cams)
+        f_a, f_b, fused = selftrain_epoch_features(model_a, model_b, images, cfg, epoch, device, progress)
 
         # ---- pseudo labels -------------------------------------------------------------
         row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}
@@ -598,32 +795,19 @@ def run_selftrain(
             ks = _pair(cfg.kmeans_k) if cfg.kmeans_k is not None else dbscan_counts
         method = "k-means" if kmeans_phase else "DBSCAN"
         if cfg.cluster_mode == "per_modality":
-            kv, ki = (ks if kmeans_phase else (None, None))
-            vis_lab = _cluster(fused[vis_idx], cfg, kv, cfg.seed * 1000 + epoch)
-            ir_lab = _cluster(fused[ir_idx], cfg, ki, cfg.seed * 1000 + epoch + 500)
-            for side, lab in (("visible", vis_lab), ("infrared", ir_lab)):
-                if int(lab.max(initial=-1)) < 0:
-                    raise RuntimeError(
-                        f"stage 2, epoch {epoch}: {method} found no cluster among the {len(lab)} {side} images "
-                        f"(all noise); raise eps (now {cfg.eps}) or lower min_samples (now {cfg.min_samples})"
-                    )
-            row.update({f"vis_{k}": v for k, v in label_quality(vis_lab, true_ids[vis_idx]).items()})
-            row.update({f"ir_{k}": v for k, v in label_quality(ir_lab, true_ids[ir_idx]).items()})
-            vc, vids = cluster_centroids(fused[vis_idx], vis_lab)
-            ic, iids = cluster_centroids(fused[ir_idx], ir_lab)
-            m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
-            pairs = np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1) if m.num_pairs else np.zeros((0, 2), dtype=np.int64)
-            row["pairs_matched"] = int(len(pairs))
-            if _overrides_apply(label_overrides, epoch):
-                vis_lab, ir_lab, pairs = apply_overrides(vis_lab, ir_lab, pairs, label_overrides)
+            el = cluster_and_match(fused, is_ir, cams, cfg, epoch, ks if kmeans_phase else None, label_overrides)
+            row.update({f"vis_{k}": v for k, v in label_quality(el.raw_vis_labels, true_ids[vis_idx]).items()})
+            row.update({f"ir_{k}": v for k, v in label_quality(el.raw_ir_labels, true_ids[ir_idx]).items()})
+            row["pairs_matched"] = int(len(el.raw_pairs))
+            if el.overrides_applied:
                 row["overrides_applied"] = True
-            u_vis, u_ir = unify_labels(vis_lab, ir_lab, pairs, keep_unmatched=True)
-            labels = np.full(n, -1, dtype=np.int64)
-            labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+            vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
             row["pairs"] = int(len(pairs))
             row["pairs_correct_fraction"] = _pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
             counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
         else:  # joint: one clustering of both modalities, no matching
+            if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
+                fused = camera_centre(fused, cams)
             k = ks[0] if kmeans_phase else None
             labels = _cluster(fused, cfg, k, cfg.seed * 1000 + epoch)
             for side, idx, pre in (("visible", vis_idx, "vis"), ("infrared", ir_idx, "ir")):
