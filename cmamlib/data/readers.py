@@ -20,6 +20,13 @@ Conventions shared by all readers:
 * ``verify=True`` decodes every image (:func:`verify_images`) and raises on the first
   unreadable ones; the default ``False`` only lists and stats, which is fast on the
   real datasets.
+* ``problems=[]`` (a list the caller owns) switches the *per-file* errors to collection:
+  a missing list entry, a non-image file in an image folder, a file name the layout
+  does not allow (Market-1501), a file name without a parsable camera (LLCM, MSMT17)
+  is appended as a :class:`Problem` ``(path, message)`` and that file is skipped
+  instead of raising; structural errors (missing folder or list, malformed line,
+  contradicting camera) still raise. ``python -m cmamlib check-data`` uses it to list
+  every broken file at once.
 
 Layouts read (the synthetic benchmark writes the same):
 
@@ -42,14 +49,32 @@ import csv
 import io
 import os
 import re
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
 from .records import INFRARED, MODALITIES, VISIBLE, DatasetError, Record
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Problem(NamedTuple):
+    """One per-file problem collected by a reader called with ``problems=[]``.
+
+    Attributes:
+        path: the offending file (or, for a missing list entry, the image path the
+            list names).
+        message: what was expected and what was found (names the list file and line
+            for list entries).
+    """
+
+    path: str
+    message: str
+
+
+Problems = Union[list, None]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 """File extensions (lower case) accepted as images."""
@@ -66,6 +91,14 @@ SYSU_VISIBLE_CAMERAS = (1, 2, 4, 5)
 SYSU_INFRARED_CAMERAS = (3, 6)
 SYSU_GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 """Gallery cameras of the two SYSU-MM01 search modes."""
+
+SYSU_CAMERA_LOCATIONS: Mapping[int, int] = {1: 1, 2: 2, 3: 2, 4: 4, 5: 5, 6: 6}
+"""Camera *location* of SYSU-MM01 cameras 1..6 in the dataset authors' evaluation code
+(cams 2 and 3 share a room): the official protocol drops gallery entries whose
+location equals the query's."""
+
+SYSU_OFFICIAL_FILES = ("exp/rand_perm_cam.mat", "exp/test_id.mat")
+"""The files of the SYSU-MM01 authors' own protocol (relative to the dataset root)."""
 
 REGDB_VISIBLE_CAMID = 1
 REGDB_THERMAL_CAMID = 2
@@ -186,11 +219,19 @@ def _read_text(path: str, what: str) -> str:
         raise DatasetError(f"{path}: cannot read {what}: {e}") from e
 
 
-def _list_images(folder: str, dataset: str) -> list[str]:
+def _report(problems: Problems, path: str, message: str) -> None:
+    """Raise ``DatasetError(message)``, or append it to ``problems`` when collecting."""
+    if problems is None:
+        raise DatasetError(message)
+    problems.append(Problem(path, message))
+
+
+def _list_images(folder: str, dataset: str, problems: Problems = None) -> list[str]:
     """Sorted absolute paths of the images directly inside ``folder``.
 
     Raises:
-        DatasetError: ``folder`` holds a non-image entry (file or sub-folder).
+        DatasetError: ``folder`` holds a non-image entry (file or sub-folder), unless
+            ``problems`` collects it (the entry is then skipped).
     """
     out = []
     try:
@@ -202,15 +243,21 @@ def _list_images(folder: str, dataset: str) -> list[str]:
             continue
         path = os.path.join(folder, entry.name)
         if entry.is_dir():
-            raise DatasetError(
+            _report(
+                problems,
+                path,
                 f"{_DISPLAY[dataset]}: {path}: expected only image files "
-                f"({', '.join(IMAGE_EXTENSIONS)}) in image folder {folder}, found a sub-folder"
+                f"({', '.join(IMAGE_EXTENSIONS)}) in image folder {folder}, found a sub-folder",
             )
+            continue
         if not _is_image_name(entry.name):
-            raise DatasetError(
+            _report(
+                problems,
+                path,
                 f"{_DISPLAY[dataset]}: {path}: expected an image file "
-                f"({', '.join(IMAGE_EXTENSIONS)}) in image folder {folder}, found a non-image file"
+                f"({', '.join(IMAGE_EXTENSIONS)}) in image folder {folder}, found a non-image file",
             )
+            continue
         out.append(path)
     out.sort()
     return out
@@ -295,9 +342,17 @@ class _Resolver:
         self.missing.append((lineno, candidates[0]))
         return candidates[0]
 
-    def raise_missing(self) -> None:
+    def raise_missing(self, problems: Problems = None) -> set[str]:
+        """Raise on missing images; when ``problems`` collects, append every one of them
+        and return their paths (the caller drops those records)."""
         if not self.missing:
-            return
+            return set()
+        if problems is not None:
+            for lineno, path in self.missing:
+                problems.append(
+                    Problem(path, f"{self.list_file} line {lineno}: referenced image {path} does not exist")
+                )
+            return {path for _, path in self.missing}
         lineno, path = self.missing[0]
         more = len(self.missing) - 1
         extra = f" (and {more} more missing images listed in this file)" if more else ""
@@ -389,7 +444,9 @@ def sysu_mm01_split_ids(root: PathLike) -> dict[str, list[int]]:
     return {"train": sorted(train + val), "test": sorted(test)}
 
 
-def read_sysu_mm01(root: PathLike, split: str = "train", *, verify: bool = False) -> list[Record]:
+def read_sysu_mm01(
+    root: PathLike, split: str = "train", *, verify: bool = False, problems: Problems = None
+) -> list[Record]:
     """Read SYSU-MM01 (Wu et al., ICCV 2017) as distributed.
 
     Layout: ``cam1..cam6/PPPP/NNNN.jpg`` (cams 1, 2, 4, 5 visible; 3, 6 near-infrared)
@@ -401,6 +458,7 @@ def read_sysu_mm01(root: PathLike, split: str = "train", *, verify: bool = False
         split: ``"train"`` (ids of train_id.txt + val_id.txt, 395 ids, 22,258 visible +
             11,909 infrared images) or ``"test"`` (test_id.txt, 96 ids), all six cameras.
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path; pid = SYSU id, camid = 1..6.
@@ -430,7 +488,7 @@ def read_sysu_mm01(root: PathLike, split: str = "train", *, verify: bool = False
             found = True
             folder = os.path.join(root, f"cam{cam}", name)
             modality = INFRARED if cam in SYSU_INFRARED_CAMERAS else VISIBLE
-            paths = _list_images(folder, "sysu-mm01")
+            paths = _list_images(folder, "sysu-mm01", problems)
             if not paths and split == "test" and modality == VISIBLE:
                 raise DatasetError(
                     f"SYSU-MM01: {folder}: expected at least one image in a visible test "
@@ -481,6 +539,130 @@ def sysu_query_gallery(
     return query, gallery
 
 
+# ----------------------------------------------------------------------------- SYSU-MM01 official
+
+
+@dataclass(frozen=True)
+class SysuOfficialSplit:
+    """The SYSU-MM01 authors' own evaluation split (``exp/rand_perm_cam.mat``,
+    ``exp/test_id.mat``), as read by :func:`read_sysu_mm01_official`.
+
+    Attributes:
+        root: absolute dataset root.
+        test_ids: test identities in ``test_id.mat`` order (SYSU ids, 1-based).
+        rand_perm: ``(cam, pid) -> (num_trials, n)`` int64 permutations of ``1..n`` (1-based,
+            as in the file), one row per trial, ``n`` = images of that camera and id in
+            sorted file order. Only non-empty entries are kept.
+        num_trials: rows of every permutation matrix (10 in the real file).
+    """
+
+    root: str
+    test_ids: tuple[int, ...]
+    rand_perm: Mapping[tuple[int, int], np.ndarray]
+    num_trials: int
+
+
+def _missing_official(root: str, path: str) -> DatasetError:
+    return DatasetError(
+        f"SYSU-MM01 root {root}: protocol='official' needs {', '.join(SYSU_OFFICIAL_FILES)} "
+        f"(shipped in the dataset's exp/ folder); expected {path}, found nothing there "
+        f"(exp/ holds {_show_listing(os.path.join(root, 'exp'))}). Copy the files from the "
+        f"original SYSU-MM01 archive, or use protocol='baseline'"
+    )
+
+
+def _loadmat(path: str, key: str, what: str) -> np.ndarray:
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a dataset error
+        raise DatasetError(f"{path}: expected a MATLAB .mat file with {what}, cannot read it: {e}") from e
+    if key not in mat:
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(f"{path}: expected a variable {key!r} ({what}), found variables {found}")
+    return mat[key]
+
+
+def read_sysu_mm01_official(root: PathLike) -> SysuOfficialSplit:
+    """Read the SYSU-MM01 authors' evaluation files (PROTOCOLS.md, second mode).
+
+    ``exp/rand_perm_cam.mat`` holds ``rand_perm_cam``, a 6 x 1 MATLAB cell (one per
+    camera) of cells indexed by identity (``{cam}{pid}``, 1-based), each a
+    ``trials x n`` matrix whose rows are random permutations of ``1..n`` (the images of
+    that camera and id, in file order), empty where the id has no image in the camera;
+    ``exp/test_id.mat`` holds ``id``, the test identities. Read with
+    ``scipy.io.loadmat`` as the authors' Python evaluation does
+    (``mat["rand_perm_cam"][cam - 1][0].squeeze()[pid - 1][trial]``).
+
+    Args:
+        root: the SYSU-MM01 folder.
+
+    Returns:
+        :class:`SysuOfficialSplit`.
+
+    Raises:
+        DatasetError: a file is missing (the message says which, what ``exp/`` holds and
+            that ``protocol="baseline"`` needs neither), unreadable, without the expected
+            variable, or with a row that is not a permutation of ``1..n``.
+    """
+    root = _abs(root)
+    if not os.path.isdir(root):
+        raise DatasetError(f"SYSU-MM01 root {root}: expected a folder, found nothing")
+    perm_path, id_path = (os.path.join(root, *f.split("/")) for f in SYSU_OFFICIAL_FILES)
+    for path in (perm_path, id_path):
+        if not os.path.isfile(path):
+            raise _missing_official(root, path)
+    ids = np.asarray(_loadmat(id_path, "id", "the test identities"))
+    if ids.size == 0 or not np.issubdtype(ids.dtype, np.number) or np.any(ids != np.round(ids)):
+        raise DatasetError(f"{id_path}: expected 'id' to be a vector of integer ids, got {ids.dtype} {ids.shape}")
+    test_ids = tuple(int(i) for i in ids.reshape(-1))
+    if len(set(test_ids)) != len(test_ids):
+        raise DatasetError(f"{id_path}: expected distinct test ids, found repeated ones")
+
+    cells = _loadmat(perm_path, "rand_perm_cam", "a 6 x 1 cell of per-id permutation cells")
+    what = "'rand_perm_cam' to be a cell with one entry per camera 1..6"
+    if cells.dtype != object or cells.size != len(SYSU_CAMERAS):
+        raise DatasetError(f"{perm_path}: expected {what}, got {cells.dtype} array of shape {cells.shape}")
+    cells = cells.reshape(-1)
+    rand_perm: dict[tuple[int, int], np.ndarray] = {}
+    trials: set[int] = set()
+    for cam in SYSU_CAMERAS:
+        per_id = np.asarray(cells[cam - 1])
+        if per_id.dtype != object:
+            raise DatasetError(
+                f"{perm_path}: expected rand_perm_cam{{{cam}}} to be a cell of per-id matrices, "
+                f"got a {per_id.dtype} array of shape {per_id.shape}"
+            )
+        for i, entry in enumerate(per_id.reshape(-1)):
+            arr = np.asarray(entry)
+            if arr.size == 0:
+                continue
+            pid = i + 1
+            if arr.ndim == 1:  # one image: saved as a column (trials x 1)
+                arr = arr[:, None]
+            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+                raise DatasetError(
+                    f"{perm_path}: rand_perm_cam{{{cam}}}{{{pid}}}: expected a trials x n numeric "
+                    f"matrix, got {arr.dtype} of shape {arr.shape}"
+                )
+            n = arr.shape[1]
+            perm = arr.astype(np.int64)
+            expect = np.arange(1, n + 1)
+            bad = [t for t in range(arr.shape[0]) if not np.array_equal(np.sort(perm[t]), expect)]
+            if bad or np.any(perm != arr):
+                t = bad[0] if bad else 0
+                raise DatasetError(
+                    f"{perm_path}: rand_perm_cam{{{cam}}}{{{pid}}} row {t + 1}: expected a "
+                    f"permutation of 1..{n}, got {arr[t][:10].tolist()}"
+                )
+            rand_perm[(cam, pid)] = perm
+            trials.add(arr.shape[0])
+    if not rand_perm:
+        raise DatasetError(f"{perm_path}: expected {what} holding permutations, every entry is empty")
+    return SysuOfficialSplit(root, test_ids, rand_perm, min(trials))
+
+
 # ----------------------------------------------------------------------------- list-file readers
 
 
@@ -492,6 +674,7 @@ def _read_labelled_list(
     camid: int | Callable[[str, int], int],
     top_folder: str | None,
     bases: Sequence[str] | None = None,
+    problems: Problems = None,
 ) -> list[Record]:
     """Records of a ``relative/path label`` list (RegDB, LLCM, MSMT17)."""
     fmt = "<relative/path> <label>"
@@ -506,14 +689,25 @@ def _read_labelled_list(
                 f"{top_folder}/, got {rel!r}"
             )
         path = resolve(rel, lineno)
-        cam = camid(rel, lineno) if callable(camid) else camid
+        try:
+            cam = camid(rel, lineno) if callable(camid) else camid
+        except DatasetError as e:
+            if problems is None:
+                raise
+            problems.append(Problem(path, str(e)))
+            continue
         records.append(Record(path, pid, cam, modality))
-    resolve.raise_missing()
-    return records
+    missing = resolve.raise_missing(problems)
+    return [r for r in records if r.path not in missing]
 
 
 def read_regdb(
-    root: PathLike, trial: int, split: str = "train", *, verify: bool = False
+    root: PathLike,
+    trial: int,
+    split: str = "train",
+    *,
+    verify: bool = False,
+    problems: Problems = None,
 ) -> list[Record]:
     """Read RegDB (Nguyen et al., Sensors 2017) with the standard 10 train/test splits.
 
@@ -525,6 +719,7 @@ def read_regdb(
         trial: split index, 1..10.
         split: ``"train"`` or ``"test"`` (206 ids, 2,060 visible + 2,060 thermal each).
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path; pid = list label; camid 1 (visible) or 2 (thermal).
@@ -543,7 +738,9 @@ def read_regdb(
         ("thermal", "Thermal", INFRARED, REGDB_THERMAL_CAMID),
     ):
         list_file = os.path.join(root, "idx", f"{split}_{kind}_{int(trial)}.txt")
-        records += _read_labelled_list("regdb", root, list_file, modality, camid, folder)
+        records += _read_labelled_list(
+            "regdb", root, list_file, modality, camid, folder, problems=problems
+        )
     return _finish(records, verify, "regdb")
 
 
@@ -564,7 +761,9 @@ def _llcm_camid(list_file: str) -> Callable[[str, int], int]:
     return camid
 
 
-def read_llcm(root: PathLike, split: str = "train", *, verify: bool = False) -> list[Record]:
+def read_llcm(
+    root: PathLike, split: str = "train", *, verify: bool = False, problems: Problems = None
+) -> list[Record]:
     """Read LLCM (Zhang & Wang, CVPR 2023).
 
     Layout: ``vis/``, ``nir/`` and ``idx/{train,test}_{vis,nir}.txt`` with lines
@@ -574,6 +773,7 @@ def read_llcm(root: PathLike, split: str = "train", *, verify: bool = False) -> 
         root: the LLCM folder.
         split: ``"train"`` or ``"test"``.
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path; pid = list label; camid = N of ``_cN_`` in the file name.
@@ -587,7 +787,9 @@ def read_llcm(root: PathLike, split: str = "train", *, verify: bool = False) -> 
     for kind, modality in (("vis", VISIBLE), ("nir", INFRARED)):
         list_file = os.path.join(root, "idx", f"{split}_{kind}.txt")
         camid = _llcm_camid(list_file)
-        records += _read_labelled_list("llcm", root, list_file, modality, camid, kind)
+        records += _read_labelled_list(
+            "llcm", root, list_file, modality, camid, kind, problems=problems
+        )
     return _finish(records, verify, "llcm")
 
 
@@ -605,7 +807,9 @@ def _msmt17_camid(list_file: str) -> Callable[[str, int], int]:
     return camid
 
 
-def read_msmt17(root: PathLike, split: str = "train", *, verify: bool = False) -> list[Record]:
+def read_msmt17(
+    root: PathLike, split: str = "train", *, verify: bool = False, problems: Problems = None
+) -> list[Record]:
     """Read MSMT17 (V1; Wei et al., CVPR 2018), a visible-only source dataset.
 
     Layout: ``train/``, ``test/``, ``list_{train,val,query,gallery}.txt`` with lines
@@ -617,6 +821,7 @@ def read_msmt17(root: PathLike, split: str = "train", *, verify: bool = False) -
         root: the MSMT17 folder.
         split: ``"train"``, ``"val"``, ``"query"`` or ``"gallery"``.
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path; pid from the list; camid = third ``_`` field of the file
@@ -627,7 +832,14 @@ def read_msmt17(root: PathLike, split: str = "train", *, verify: bool = False) -
     base = os.path.join(root, "train" if split in ("train", "val") else "test")
     list_file = os.path.join(root, f"list_{split}.txt")
     records = _read_labelled_list(
-        "msmt17", root, list_file, VISIBLE, _msmt17_camid(list_file), None, bases=[base, root]
+        "msmt17",
+        root,
+        list_file,
+        VISIBLE,
+        _msmt17_camid(list_file),
+        None,
+        bases=[base, root],
+        problems=problems,
     )
     return _finish(records, verify, "msmt17")
 
@@ -638,6 +850,7 @@ def read_sysu_mm02(
     *,
     file_cam_modality: Mapping[int, str] | None = None,
     verify: bool = False,
+    problems: Problems = None,
 ) -> list[Record]:
     """Read SYSU-MM02 (Wu, Lin & Zheng, IEEE TCSVT 2024) as the authors' code reads it.
 
@@ -656,6 +869,7 @@ def read_sysu_mm02(
             It gives the modality of training lines and is checked against the test
             lists.
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path.
@@ -702,7 +916,9 @@ def read_sysu_mm02(
                         f"file_cam_modality), got cam {cam} ({modality})"
                     )
             records.append(Record(resolve(rel, lineno), pid, cam - 1, modality))
-        resolve.raise_missing()
+        missing = resolve.raise_missing(problems)
+        if missing:
+            records = [r for r in records if r.path not in missing]
     return _finish(records, verify, "sysu-mm02")
 
 
@@ -712,7 +928,9 @@ _MARKET_NAME = re.compile(r"^(-1|\d+)_c(\d+)s(\d+)_(\d+)_(\d+)\.(?:jpe?g|png|bmp
 _MARKET_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
-def read_market1501(root: PathLike, split: str = "train", *, verify: bool = False) -> list[Record]:
+def read_market1501(
+    root: PathLike, split: str = "train", *, verify: bool = False, problems: Problems = None
+) -> list[Record]:
     """Read Market-1501 (Zheng et al., ICCV 2015), a visible-only source dataset.
 
     Layout: ``bounding_box_train/``, ``bounding_box_test/``, ``query/`` holding
@@ -724,6 +942,7 @@ def read_market1501(root: PathLike, split: str = "train", *, verify: bool = Fals
         split: ``"train"`` (bounding_box_train), ``"query"`` or ``"gallery"``
             (bounding_box_test).
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path; camid = C; modality visible.
@@ -735,14 +954,17 @@ def read_market1501(root: PathLike, split: str = "train", *, verify: bool = Fals
     root = _check_root("market-1501", root)
     folder = os.path.join(root, _MARKET_DIRS[split])
     records = []
-    for path in _list_images(folder, "market-1501"):
+    for path in _list_images(folder, "market-1501", problems):
         name = os.path.basename(path)
         m = _MARKET_NAME.match(name)
         if m is None:
-            raise DatasetError(
+            _report(
+                problems,
+                path,
                 f"Market-1501: {path}: expected a file name PPPP_cCsS_FFFFFF_NN.jpg "
-                f"(e.g. 0002_c1s1_000451_03.jpg), got {name!r}"
+                f"(e.g. 0002_c1s1_000451_03.jpg), got {name!r}",
             )
+            continue
         pid, cam = int(m.group(1)), int(m.group(2))
         if pid == -1 or (pid == 0 and split != "gallery"):
             continue
@@ -757,7 +979,11 @@ _LIST_COLUMNS = _LIST_REQUIRED + ("split",)
 
 
 def read_list(
-    csv_path: PathLike, split: str | None = None, *, verify: bool = False
+    csv_path: PathLike,
+    split: str | None = None,
+    *,
+    verify: bool = False,
+    problems: Problems = None,
 ) -> list[Record]:
     """Read a generic CSV/TSV image list with header ``path,pid,camid,modality[,split]``.
 
@@ -770,6 +996,7 @@ def read_list(
         split: keep only rows whose ``split`` column equals it (the file must have one);
             ``None`` keeps every row.
         verify: decode every image and raise on unreadable ones.
+        problems: collect per-file problems instead of raising (module docstring).
 
     Returns:
         Records sorted by path.
@@ -846,7 +1073,8 @@ def read_list(
         raise DatasetError(
             f"{list_file}: expected rows with split={split!r}, found splits {sorted(splits_seen)}"
         )
-    resolve.raise_missing()
+    missing = resolve.raise_missing(problems)
+    records = [r for r in records if r.path not in missing]
     return _finish(records, verify, "list")
 
 
@@ -1059,8 +1287,11 @@ def summarize(records: Sequence[Record]) -> dict[str, object]:
 __all__ = [
     "DATASET_SPLITS",
     "IMAGE_EXTENSIONS",
+    "Problem",
     "READERS",
+    "SYSU_CAMERA_LOCATIONS",
     "SYSU_GALLERY_CAMERAS",
+    "SYSU_OFFICIAL_FILES",
     "SYSU_MM02_FILE_CAM_MODALITY",
     "UNKNOWN_PID",
     "detect_layout",
@@ -1071,8 +1302,10 @@ __all__ = [
     "read_msmt17",
     "read_regdb",
     "read_sysu_mm01",
+    "read_sysu_mm01_official",
     "read_sysu_mm02",
     "relabel",
+    "SysuOfficialSplit",
     "summarize",
     "sysu_mm01_split_ids",
     "sysu_query_gallery",
