@@ -264,9 +264,8 @@ def stage2_experiment(
         the first seed}, "seconds": {...}}``.
     """
     import time
-    from dataclasses import replace
 
-    from .training.selftrain import run_selftrain, selftrain_features
+    from .training.selftrain import selftrain_features
 
     per_seed: dict[str, list[dict]] = {}
     histories: dict[str, list[dict]] = {}
@@ -274,18 +273,10 @@ def stage2_experiment(
     for name in variants:
         if name not in STAGE2_VARIANTS:
             raise ValueError(f"unknown stage-2 variant {name!r}; expected one of {sorted(STAGE2_VARIANTS)}")
-        init_variant, overrides = STAGE2_VARIANTS[name]
         rows = []
         t0 = time.time()
         for s in seeds:
-            init = None
-            if init_variant is not None:
-                s1 = stage1_run(stage1_base, init_variant, s, market, runs_dir, progress)
-                init = (s1.model_rg, s1.model_g if s1.model_g is not None else s1.model_rg)
-            cfg = replace(stage2_base, seed=s, **overrides)
-            run_dir = None if runs_dir is None else Path(runs_dir) / "stage2" / f"{name}_seed{s}"
-            res = run_selftrain(cfg, sysu.train.records, sysu.train.images, init_models=init, run_dir=run_dir,
-                                resume=run_dir is not None, progress=progress)
+            res, cfg = stage2_run(stage1_base, stage2_base, name, s, sysu, market, runs_dir, progress)
             fn = selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)
             row = {"seed": s, "train_images_per_second": res.images_per_second, **sysu_row(fn, sysu, trials)}
             if res.model_b is not None:
@@ -297,3 +288,93 @@ def stage2_experiment(
         seconds[name] = time.time() - t0
     table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE2_KEYS)} for name, rows in per_seed.items()]
     return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------------
+# modality-gap analysis (notebook 04): one run per stage, reloaded from runs/
+# --------------------------------------------------------------------------------------
+
+
+def stage2_run(stage1_base, stage2_base, variant: str, seed: int, sysu: SysuData, market: MarketData,
+               runs_dir: str | Path | None, progress: bool = True):
+    """One stage-2 run of ``variant`` (:data:`STAGE2_VARIANTS`) with ``seed``, exactly as
+    :func:`stage2_experiment` trains it (stage 1 from ``runs_dir/stage1`` first), in
+    ``runs_dir/stage2/<variant>_seed<seed>/`` (resumed: a complete run is loaded).
+
+    Returns:
+        ``(SelfTrainResult, SelfTrainConfig)``; the feature function of the pair is
+        ``selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)``.
+    """
+    from dataclasses import replace
+
+    from .training.selftrain import run_selftrain
+
+    if variant not in STAGE2_VARIANTS:
+        raise ValueError(f"unknown stage-2 variant {variant!r}; expected one of {sorted(STAGE2_VARIANTS)}")
+    init_variant, overrides = STAGE2_VARIANTS[variant]
+    init = None
+    if init_variant is not None:
+        s1 = stage1_run(stage1_base, init_variant, seed, market, runs_dir, progress)
+        init = (s1.model_rg, s1.model_g if s1.model_g is not None else s1.model_rg)
+    cfg = replace(stage2_base, seed=seed, **overrides)
+    run_dir = None if runs_dir is None else Path(runs_dir) / "stage2" / f"{variant}_seed{seed}"
+    res = run_selftrain(cfg, sysu.train.records, sysu.train.images, init_models=init, run_dir=run_dir,
+                        resume=run_dir is not None, progress=progress)
+    return res, cfg
+
+
+def supervised_run(config, sysu: SysuData, runs_dir: str | Path | None, name: str = "visible_infrared",
+                   progress: bool = True) -> nn.Module:
+    """The supervised upper bound (notebook 00's calibration model (d) with ``config``:
+    all SYSU training images, identity labels), cached in
+    ``runs_dir/supervised/<name>_seed<seed>/model.pt`` (state dict + config, written
+    atomically) and loaded from there when the config is the same.
+
+    Args:
+        config: :class:`cmamlib.training.supervised.SupervisedConfig`, used as given
+            (pass ``cross_modality_batches=True`` for the calibration's model (d)); its
+            ``image_size`` must be the size ``sysu`` was loaded at.
+        sysu: the benchmark (training split decoded).
+        runs_dir: runs folder, or None to train without caching.
+
+    Returns:
+        the model in eval mode, on the config's device.
+
+    Raises:
+        ValueError: image size mismatch, or a cached model written with another config.
+    """
+    from .models import build_model
+    from .training.common import config_to_dict
+    from .training.supervised import run_supervised
+    from .utils import atomic_save, resolve_device
+
+    h, w = sysu.train.images.shape[-2:]
+    if tuple(config.image_size) != (h, w):
+        raise ValueError(f"supervised_run: config.image_size {tuple(config.image_size)} but the SYSU images are {(h, w)}")
+    path = None if runs_dir is None else Path(runs_dir) / "supervised" / f"{name}_seed{config.seed}" / "model.pt"
+    cfg_dict = config_to_dict(config)
+    if path is not None and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if k != "device" and state["config"].get(k) != cfg_dict.get(k))
+        if diff:
+            raise ValueError(f"{path} was trained with another config (fields {diff}); use another runs folder or delete it")
+        model = build_model(config.arch, width=config.width, last_stride=config.last_stride)
+        model.load_state_dict(state["model"])
+        return model.to(resolve_device(config.device)).eval()
+    res = run_supervised(config, sysu.train.records, sysu.train.images, progress=progress)
+    if path is not None:
+        atomic_save({"model": res.model.state_dict(), "config": cfg_dict, "seconds": res.seconds}, path)
+    return res.model.eval()
+
+
+def sysu_test_set(sysu: SysuData) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """The SYSU test images of the modality-gap analysis: every infrared query and every
+    visible all-search gallery candidate of the test ids.
+
+    Returns:
+        ``(images (N, 3, H, W) uint8, is_ir (N,) bool, pids (N,), camids (N,))``,
+        query rows first.
+    """
+    images = torch.cat([sysu.query.images, sysu.gallery.images])
+    pids, cams, is_ir = record_arrays(sysu.query.records + sysu.gallery.records)
+    return images, is_ir, pids, cams
