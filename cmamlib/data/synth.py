@@ -645,24 +645,155 @@ def _market_plan(root: Path, seed: int, cfg: SynthConfig) -> list[_Job]:
     return jobs
 
 
+# ----------------------------------------------------------------------------- SYSU-MM01 official split
+MAT_DESCRIPTION = b"MATLAB 5.0 MAT-file, written by cmamlib.data.synth"
+"""Fixed text of the 116-byte MAT-file header (scipy writes the creation time there,
+which would make the files differ from run to run)."""
+
+
+def _mat_bytes(variables: dict) -> bytes:
+    """A MATLAB 5 .mat file of ``variables`` (scipy ``savemat``) with a fixed header text."""
+    import io
+
+    from scipy.io import savemat
+
+    buf = io.BytesIO()
+    savemat(buf, variables, do_compression=False)
+    data = buf.getvalue()
+    return MAT_DESCRIPTION.ljust(116, b" ") + data[116:]
+
+
+def write_sysu_mm01_official(root: str | os.PathLike, seed: int = 0, trials: int = 10) -> dict:
+    """Write ``exp/rand_perm_cam.mat`` and ``exp/test_id.mat`` for a SYSU-MM01 tree on disk.
+
+    The structure is the real dataset's, as its authors' evaluation code reads it
+    (``scipy.io.loadmat(...)["rand_perm_cam"][cam - 1][0].squeeze()[pid - 1][trial]``):
+    ``rand_perm_cam`` is a 6 x 1 cell (cameras 1..6) of N x 1 cells (ids 1..N, N the
+    largest id of ``exp/{train,val,test}_id.txt``; 533 in the real file), each a
+    ``trials x n`` double matrix whose rows are random permutations of ``1..n`` over the
+    ``n`` images of ``camC/PPPP`` in sorted file order, or an empty 0 x 0 matrix where
+    the folder does not exist; ``test_id.mat`` holds ``id``, a 1 x T double row of the
+    ids of ``exp/test_id.txt``. Each permutation draws from its own generator seeded with
+    ``(seed, cam, pid)``, and the header text is fixed, so the bytes depend only on the
+    tree and the seed.
+
+    Args:
+        root: a SYSU-MM01-layout folder (``cam1..cam6/``, ``exp/*_id.txt``).
+        seed: master seed.
+        trials: rows of every permutation matrix (10, as the real file).
+
+    Returns:
+        ``{"ids": N, "test_ids": T, "trials": trials}``.
+    """
+    root = Path(root)
+    exp = root / "exp"
+
+    def ids_of(name: str) -> list[int]:
+        return [int(t) for t in (exp / name).read_text().strip().strip(",").split(",") if t.strip()]
+
+    test_ids = ids_of("test_id.txt")
+    n_ids = max(max(ids_of(f)) for f in ("train_id.txt", "val_id.txt", "test_id.txt"))
+    cells = np.empty((6, 1), dtype=object)
+    for cam in range(1, 7):
+        per_id = np.empty((n_ids, 1), dtype=object)
+        for pid in range(1, n_ids + 1):
+            folder = root / f"cam{cam}" / f"{pid:04d}"
+            n = len([p for p in folder.iterdir() if p.suffix.lower() == ".jpg"]) if folder.is_dir() else 0
+            if n == 0:
+                per_id[pid - 1, 0] = np.zeros((0, 0))
+                continue
+            rng = np.random.default_rng([seed, DOMAIN_CODES["sysu"], 555, cam, pid])
+            per_id[pid - 1, 0] = np.stack([rng.permutation(n) + 1 for _ in range(trials)]).astype(np.float64)
+        cells[cam - 1, 0] = per_id
+    (exp / "rand_perm_cam.mat").write_bytes(_mat_bytes({"rand_perm_cam": cells}))
+    (exp / "test_id.mat").write_bytes(_mat_bytes({"id": np.asarray([test_ids], dtype=np.float64)}))
+    return {"ids": n_ids, "test_ids": len(test_ids), "trials": trials}
+
+
+# ----------------------------------------------------------------------------- SYSU-MM02 layout
+SYSU_MM02_RENDER_CAMS = {1: 1, 2: 3, 3: 6}
+"""SYSU-MM02 file camera value -> the SYSU-synth camera that renders it (file cam 1
+visible, 2 and 3 near-infrared: the reader's default mapping)."""
+
+
+def sysu_mm02_sizes(cfg: SynthConfig) -> dict[str, int]:
+    """Sizes of SYSU-MM02-synth derived from a preset (tiny: 6 test ids x (4 + 4),
+    8 train ids; default: 30 test ids x (5 + 5), 60 train ids x (2 visible + 4 infrared)).
+    """
+    return {
+        "test_ids": max(6, cfg.sysu_test_ids // 2),
+        "test_per_modality": cfg.sysu_vis_per_cam + 2,
+        "train_ids": max(8, cfg.sysu_test_ids),
+        "train_visible_per_id": 2,
+        "train_infrared_per_cam": 2,
+    }
+
+
+def _sysu_mm02_plan(root: Path, seed: int, cfg: SynthConfig) -> tuple[list[_Job], dict[str, list[str]]]:
+    """Jobs and list lines of SYSU-MM02-synth (layout of the authors' code: ``train/``,
+    ``test/``, ``train.txt``, ``test_rgb.txt``, ``test_ir.txt`` with ``path pid cam``).
+
+    Rendered with the SYSU-synth cameras (:data:`SYSU_MM02_RENDER_CAMS`) and identities
+    of their own (render ids 2001.. for test, 3001.. for train; SYSU-MM01-synth uses ids
+    below 1000). Training file names carry no identity (shuffled serial numbers) and
+    their list pid is the placeholder 0, as the real list's training pids mean nothing.
+    """
+    z = sysu_mm02_sizes(cfg)
+    jobs: list[_Job] = []
+    lines: dict[str, list[str]] = {"train.txt": [], "test_rgb.txt": [], "test_ir.txt": []}
+    for pid in range(1, z["test_ids"] + 1):
+        rpid = 2000 + pid
+        for k in range(z["test_per_modality"]):
+            rel = f"test/rgb/{pid:04d}_c1_{k + 1:03d}.jpg"
+            jobs.append(_Job(str(root / rel), "sysu", rpid, SYSU_MM02_RENDER_CAMS[1], k))
+            lines["test_rgb.txt"].append(f"{rel} {pid} 1")
+        for k in range(z["test_per_modality"]):
+            c = 2 + k % 2
+            rel = f"test/ir/{pid:04d}_c{c}_{k + 1:03d}.jpg"
+            jobs.append(_Job(str(root / rel), "sysu", rpid, SYSU_MM02_RENDER_CAMS[c], k))
+            lines["test_ir.txt"].append(f"{rel} {pid} {c}")
+    train: list[tuple[int, int, int]] = []  # (render pid, file cam, index)
+    for j in range(1, z["train_ids"] + 1):
+        train += [(3000 + j, 1, k) for k in range(z["train_visible_per_id"])]
+        train += [(3000 + j, c, k) for c in (2, 3) for k in range(z["train_infrared_per_cam"])]
+    order = np.random.default_rng([seed, DOMAIN_CODES["sysu"], 777]).permutation(len(train))
+    for serial, i in enumerate(order, start=1):
+        rpid, c, k = train[int(i)]
+        rel = f"train/{'rgb' if c == 1 else 'ir'}/{serial:06d}.jpg"
+        jobs.append(_Job(str(root / rel), "sysu", rpid, SYSU_MM02_RENDER_CAMS[c], k))
+    entries = sorted((job.path, c) for job, (_, c, _) in zip(jobs[-len(train):], (train[int(i)] for i in order)))
+    lines["train.txt"] = [f"{Path(p).relative_to(root).as_posix()} 0 {c}" for p, c in entries]
+    return jobs, lines
+
+
+def _count_sysu_mm02(lines: dict[str, list[str]]) -> dict:
+    train = [ln.split() for ln in lines["train.txt"]]
+    return {
+        "train": {"visible": sum(f[2] == "1" for f in train), "infrared": sum(f[2] != "1" for f in train)},
+        "test": {"ids": len({ln.split()[1] for ln in lines["test_rgb.txt"]}),
+                 "visible": len(lines["test_rgb.txt"]), "infrared": len(lines["test_ir.txt"])},
+    }
+
+
 def generate(
     out: str | os.PathLike,
     preset: str | SynthConfig = "default",
     seed: int = 0,
     workers: int | None = None,
-    datasets: Sequence[str] = ("sysu", "regdb", "market"),
+    datasets: Sequence[str] = ("sysu", "regdb", "market", "sysumm02"),
     progress: bool = True,
 ) -> dict:
     """Write the synthetic benchmark under ``out`` and return a summary dict.
 
     Args:
-        out: output folder; ``SYSU-MM01-synth/``, ``RegDB-synth/`` and
-            ``Market-1501-synth/`` are (re)written inside it.
+        out: output folder; ``SYSU-MM01-synth/`` (with the official-protocol files
+            ``exp/rand_perm_cam.mat`` and ``exp/test_id.mat``), ``RegDB-synth/``,
+            ``Market-1501-synth/`` and ``SYSU-MM02-synth/`` are (re)written inside it.
         preset: ``"tiny"`` (tests, seconds), ``"small"`` or ``"default"``, or a
             :class:`SynthConfig`.
         seed: master seed; the same seed gives byte-identical files.
         workers: processes used to render (default: all cores); does not change output.
-        datasets: subset of ``("sysu", "regdb", "market")`` to write.
+        datasets: subset of ``("sysu", "regdb", "market", "sysumm02")`` to write.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -672,9 +803,9 @@ def generate(
     if isinstance(preset, str) and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
-    unknown = set(datasets) - set(DOMAIN_CODES)
+    unknown = set(datasets) - set(DOMAIN_CODES) - {"sysumm02"}
     if unknown:
-        raise ValueError(f"unknown datasets {sorted(unknown)}; expected a subset of {sorted(DOMAIN_CODES)}")
+        raise ValueError(f"unknown datasets {sorted(unknown)}; expected a subset of {sorted(DOMAIN_CODES) + ['sysumm02']}")
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -703,6 +834,15 @@ def generate(
         mj = _market_plan(root, seed, cfg)
         jobs += mj
         counts["Market-1501-synth"] = _count_market(mj)
+    if "sysumm02" in datasets:  # SYSU-MM02 layout, rendered by the SYSU-synth cameras
+        root = out / "SYSU-MM02-synth"
+        _clean(root)
+        sj2, lines = _sysu_mm02_plan(root, seed, cfg)
+        jobs += sj2
+        root.mkdir(parents=True, exist_ok=True)
+        for name, ls in lines.items():
+            (root / name).write_text("\n".join(ls) + "\n")
+        counts["SYSU-MM02-synth"] = _count_sysu_mm02(lines)
     workers = workers or os.cpu_count() or 1
     chunks = [jobs[i : i + 64] for i in range(0, len(jobs), 64)]
     bar = _tqdm(total=len(jobs), desc="rendering", disable=not progress)
@@ -714,6 +854,8 @@ def generate(
         for c in chunks:
             bar.update(_render_jobs((seed, cfg, c)))
     bar.close()
+    if "sysu" in datasets:  # the official-protocol files need the rendered tree
+        write_sysu_mm01_official(out / "SYSU-MM01-synth", seed)
     summary = {"preset": preset if isinstance(preset, str) else "custom", "seed": seed,
                "config": asdict(cfg), "counts": counts, "images": len(jobs),
                "seconds": round(time.time() - t0, 2)}
@@ -780,7 +922,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--datasets", default="sysu,regdb,market", help="comma-separated subset of sysu,regdb,market")
+    ap.add_argument("--datasets", default="sysu,regdb,market,sysumm02",
+                    help="comma-separated subset of sysu,regdb,market,sysumm02")
     args = ap.parse_args(list(argv) if argv is not None else None)
     s = generate(args.out, args.preset, args.seed, args.workers, tuple(args.datasets.split(",")))
     print(json.dumps({k: s[k] for k in ("preset", "seed", "images", "seconds", "counts")}, indent=2))
