@@ -24,6 +24,11 @@ On top of them, feature-level helpers build the protocol galleries from
 ``random.choice`` per test identity and gallery camera from the path-sorted file
 list), :func:`evaluate_sysu` (all-search and indoor, 10 trials),
 :func:`evaluate_regdb` (the 10 splits, both directions) and :func:`evaluate_llcm`.
+:func:`evaluate_sysu` also runs the SYSU-MM01 authors' own protocol
+(``protocol="official"``: galleries from ``exp/rand_perm_cam.mat``, test ids from
+``exp/test_id.mat``, Euclidean ranking, gallery entries at the query's camera location
+dropped; :func:`sysu_official_gallery_indices`, :func:`eval_sysu_official`);
+:func:`evaluate_sysu_mm02` runs SYSU-MM02 (visible -> infrared, then the reverse).
 They return :class:`EvalResult` objects (per-trial values, mean, std,
 ``to_dict()`` for JSON). Distances are ``-q @ g.T`` on L2-normalised features (the
 baseline's choice; it ranks exactly as the Euclidean distance does), computed in
@@ -32,15 +37,23 @@ chunks with torch.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 
-from .data.records import Record, record_arrays
+from .data.readers import (
+    SYSU_CAMERA_LOCATIONS,
+    SYSU_OFFICIAL_FILES,
+    SysuOfficialSplit,
+    read_sysu_mm01_official,
+)
+from .data.records import DatasetError, Record, record_arrays
 
 __all__ = [
     "EvalResult",
@@ -49,13 +62,19 @@ __all__ = [
     "eval_market",
     "eval_regdb",
     "eval_sysu",
+    "eval_sysu_official",
     "evaluate_llcm",
     "evaluate_regdb",
     "evaluate_sysu",
+    "evaluate_sysu_mm02",
     "pairwise_distance",
     "sample_gallery_indices",
     "sysu_gallery_indices",
+    "sysu_official_gallery_indices",
 ]
+
+#: The two SYSU-MM01 protocols of :func:`evaluate_sysu` (PROTOCOLS.md).
+SYSU_PROTOCOLS: tuple[str, ...] = ("baseline", "official")
 
 #: Visible gallery cameras of the SYSU-MM01 search modes (1-based camera ids).
 SYSU_GALLERY_CAMERAS: dict[str, tuple[int, ...]] = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
@@ -287,6 +306,48 @@ def eval_sysu(
     return _rank_metrics(distmat, q_pids, g_pids, removed, max_rank, unique_id_cmc=True)
 
 
+def eval_sysu_official(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 20,
+) -> tuple[np.ndarray, float, float]:
+    """SYSU-MM01 metrics of the dataset authors' own protocol (``evaluate_SYSU_MM01``).
+
+    As :func:`eval_sysu` (``np.argsort`` ranking, CMC on the duplicate-free ranked
+    identities over valid queries, AP on the kept list), except for the dropped entries:
+    every gallery entry whose camera *location* equals the query's
+    (:data:`~cmamlib.data.readers.SYSU_CAMERA_LOCATIONS`, ``[1, 2, 2, 4, 5, 6]`` for
+    cams 1..6: cams 2 and 3 share a room). For infrared queries against a visible
+    gallery this drops exactly what :func:`eval_sysu` drops (cam-2 entries for cam-3
+    queries). mINP is not part of the authors' code; it is computed as in
+    :func:`eval_sysu`.
+
+    Args:
+        distmat: (Q, G) float, smaller = more similar (the authors use Euclidean).
+        q_pids, g_pids: (Q,), (G,) identities.
+        q_camids, g_camids: (Q,), (G,) SYSU cameras 1..6.
+        max_rank: CMC length; reduced to G when the gallery is smaller.
+
+    Returns:
+        ``(cmc, mAP, mINP)`` as :func:`eval_sysu`.
+    """
+    distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
+    max_rank = min(int(max_rank), distmat.shape[1])
+    q_loc, g_loc = _sysu_locations(q_camids, "q_camids"), _sysu_locations(g_camids, "g_camids")
+    removed = q_loc[:, None] == g_loc[None, :]
+    return _rank_metrics(distmat, q_pids, g_pids, removed, max_rank, unique_id_cmc=True)
+
+
+def _sysu_locations(camids: np.ndarray, name: str) -> np.ndarray:
+    bad = sorted({int(c) for c in camids} - set(SYSU_CAMERA_LOCATIONS))
+    if bad:
+        raise ValueError(f"{name}: expected SYSU-MM01 cameras {sorted(SYSU_CAMERA_LOCATIONS)}, got {bad}")
+    return np.array([SYSU_CAMERA_LOCATIONS[int(c)] for c in camids], dtype=np.int64)
+
+
 def eval_llcm(
     distmat: np.ndarray,
     q_pids: np.ndarray,
@@ -487,6 +548,89 @@ def sysu_gallery_indices(
     return sample_gallery_indices(gallery_candidate_records, SYSU_GALLERY_CAMERAS[mode], trial, shot)
 
 
+def sysu_official_gallery_indices(
+    gallery_candidate_records: Sequence[Record],
+    split: SysuOfficialSplit,
+    mode: str = "all",
+    trial: int = 0,
+    shot: int = 1,
+) -> list[int]:
+    """SYSU-MM01 gallery of one trial in the dataset authors' own protocol.
+
+    For each gallery camera of ``mode`` in order, for each test id in ``test_id.mat``
+    order: the images of that camera and id in sorted file order, indexed by the first
+    ``shot`` entries of row ``trial`` of ``rand_perm_cam{cam}{id}`` (1-based), as the
+    authors' ``get_testing_set``. Entries whose permutation is empty are skipped.
+
+    Args:
+        gallery_candidate_records: every visible test image of the mode's cameras
+            (:func:`~cmamlib.data.readers.sysu_query_gallery`), any order.
+        split: :func:`~cmamlib.data.readers.read_sysu_mm01_official` of the same root.
+        mode: ``"all"`` (cameras 1, 2, 4, 5) or ``"indoor"`` (1, 2).
+        trial: 0-based trial (row of the permutation matrices).
+        shot: 1 (single-shot) or 10 (multi-shot).
+
+    Returns:
+        Indices into ``gallery_candidate_records``, camera-major as the authors' code.
+
+    Raises:
+        DatasetError: the images of a (camera, id) do not number what its permutation
+            permutes (the .mat file and the tree disagree).
+        ValueError: bad mode, trial beyond the file's rows, shot < 1.
+    """
+    if mode not in SYSU_GALLERY_CAMERAS:
+        raise ValueError(f"mode must be one of {sorted(SYSU_GALLERY_CAMERAS)}, got {mode!r}")
+    if isinstance(shot, bool) or int(shot) != shot or shot < 1:
+        raise ValueError(f"shot must be a positive integer, got {shot!r}")
+    if not 0 <= int(trial) < split.num_trials:
+        raise ValueError(f"trial={trial}: the official split has {split.num_trials} trials (0..{split.num_trials - 1})")
+    groups: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
+    for i, r in enumerate(gallery_candidate_records):
+        groups[(int(r.pid), int(r.camid))].append((str(r.path), i))
+    perm_file = os.path.join(split.root, *SYSU_OFFICIAL_FILES[0].split("/"))
+    chosen: list[int] = []
+    for cam in SYSU_GALLERY_CAMERAS[mode]:
+        for pid in split.test_ids:
+            files = sorted(groups.get((pid, cam), []))
+            perm = split.rand_perm.get((cam, pid))
+            n = 0 if perm is None else perm.shape[1]
+            if n != len(files):
+                raise DatasetError(
+                    f"{perm_file}: rand_perm_cam{{{cam}}}{{{pid}}} permutes {n} images, but the gallery "
+                    f"candidates hold {len(files)} images of id {pid} in cam{cam} "
+                    f"({os.path.join(split.root, f'cam{cam}', f'{pid:04d}')}); the .mat file and the "
+                    f"tree disagree"
+                )
+            if perm is None:
+                continue
+            chosen.extend(files[j - 1][1] for j in perm[int(trial), : int(shot)])
+    return chosen
+
+
+def _infer_sysu_root(records: Sequence[Record]) -> str:
+    """SYSU-MM01 root of records read by ``read_sysu_mm01`` (``ROOT/camC/PPPP/file``)."""
+    roots = {str(Path(r.path).parents[2]) for r in records}
+    if len(roots) != 1:
+        raise ValueError(
+            f"protocol='official': cannot infer the SYSU-MM01 root from the records (they lie under "
+            f"{sorted(roots)[:3]}); pass root="
+        )
+    return roots.pop()
+
+
+def _cdist(q: torch.Tensor, g: torch.Tensor, normalize: bool) -> np.ndarray:
+    """Euclidean distances computed directly (no ``|q|^2 + |g|^2 - 2 q.g`` expansion), in
+    float64, as ``scipy.spatial.distance.cdist`` in the authors' code."""
+    q, g = q.to(torch.float64), g.to(torch.float64)
+    if normalize:
+        q = torch.nn.functional.normalize(q, dim=1)
+        g = torch.nn.functional.normalize(g, dim=1)
+    out = np.empty((q.shape[0], g.shape[0]), dtype=np.float64)
+    for s in range(0, q.shape[0], 1024):
+        out[s : s + 1024] = torch.cdist(q[s : s + 1024], g, compute_mode="donot_use_mm_for_euclid_dist").numpy()
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------------------
@@ -604,8 +748,19 @@ def evaluate_sysu(
     shot: int = 1,
     max_rank: int = 20,
     normalize: bool = True,
+    protocol: str = "baseline",
+    root: Union[str, "os.PathLike[str]", SysuOfficialSplit, None] = None,
 ) -> dict[str, EvalResult]:
-    """SYSU-MM01 infrared -> visible evaluation, seeded-random baseline protocol.
+    """SYSU-MM01 infrared -> visible evaluation, in one of the two protocols.
+
+    ``protocol="baseline"`` (default; most published unsupervised results): each trial's
+    gallery is the seeded-random draw of :func:`sysu_gallery_indices`, distances
+    ``-q @ g.T``, metrics :func:`eval_sysu`; result names ``"sysu/<mode>"``.
+    ``protocol="official"`` (the dataset authors' code, which the method's authors
+    use): the gallery of trial t comes from ``exp/rand_perm_cam.mat``
+    (:func:`sysu_official_gallery_indices`), test ids from ``exp/test_id.mat``,
+    Euclidean distances, metrics :func:`eval_sysu_official`; result names
+    ``"sysu-official/<mode>"``. Either way ``info["protocol"]`` names it.
 
     Args:
         query_feats: (Q, D) features of every infrared test image (cams 3, 6).
@@ -617,11 +772,22 @@ def evaluate_sysu(
         trials: number of seeded trials (seeds 0..trials-1).
         shot: 1 (single-shot) or 10 (multi-shot).
         max_rank: CMC length.
-        normalize: L2-normalise features before ``-q @ g.T``.
+        normalize: L2-normalise features before computing distances.
+        protocol: ``"baseline"`` or ``"official"`` (PROTOCOLS.md).
+        root: official protocol only: the SYSU-MM01 folder holding ``exp/*.mat`` (or an
+            already read :class:`~cmamlib.data.readers.SysuOfficialSplit`); default: the
+            root the gallery records were read from (``ROOT/camC/PPPP/file``).
 
     Returns:
-        ``{mode: EvalResult}`` with protocol names ``"sysu/<mode>"``.
+        ``{mode: EvalResult}``.
+
+    Raises:
+        DatasetError: official protocol and ``exp/rand_perm_cam.mat`` or
+            ``exp/test_id.mat`` missing (the message names the file), or the records
+            hold ids absent from ``test_id.mat``, or the tree and the .mat disagree.
     """
+    if protocol not in SYSU_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {SYSU_PROTOCOLS}, got {protocol!r}")
     _check_records(query_feats, query_records, "query")
     _check_records(gallery_feats, gallery_records, "gallery")
     if trials < 1:
@@ -630,15 +796,42 @@ def evaluate_sysu(
     g_pids, g_cams, _ = record_arrays(gallery_records)
     q = _as_float_tensor(query_feats, "query_feats")
     g = _as_float_tensor(gallery_feats, "gallery_feats")
+    split: SysuOfficialSplit | None = None
+    if protocol == "official":
+        if isinstance(root, SysuOfficialSplit):
+            split = root
+        else:
+            split = read_sysu_mm01_official(_infer_sysu_root(gallery_records) if root is None else root)
+        if trials > split.num_trials:
+            raise ValueError(f"trials={trials}: the official split of {split.root} has {split.num_trials} trials")
+        extra = sorted(({int(p) for p in q_pids} | {int(p) for p in g_pids}) - set(split.test_ids))
+        if extra:
+            raise DatasetError(
+                f"{os.path.join(split.root, *SYSU_OFFICIAL_FILES[1].split('/'))}: expected every query and "
+                f"gallery id among its {len(split.test_ids)} test ids; ids {extra[:10]} are not"
+            )
     out: dict[str, EvalResult] = {}
     for mode in modes:
-        res = EvalResult(f"sysu/{mode}", info={"shot": int(shot), "num_query": len(query_records), "metric": "neg_dot"})
+        if split is None:
+            info = {"protocol": "baseline", "shot": int(shot), "num_query": len(query_records), "metric": "neg_dot"}
+            res = EvalResult(f"sysu/{mode}", info=info)
+        else:
+            info = {"protocol": "official", "shot": int(shot), "num_query": len(query_records), "metric": "euclidean",
+                    "files": [os.path.join(split.root, *f.split("/")) for f in SYSU_OFFICIAL_FILES]}
+            res = EvalResult(f"sysu-official/{mode}", info=info)
         for t in range(trials):
-            idx = np.asarray(sysu_gallery_indices(gallery_records, mode=mode, trial=t, shot=shot), dtype=np.int64)
+            if split is None:
+                idx = np.asarray(sysu_gallery_indices(gallery_records, mode=mode, trial=t, shot=shot), dtype=np.int64)
+            else:
+                idx = np.asarray(sysu_official_gallery_indices(gallery_records, split, mode, t, shot), dtype=np.int64)
             if len(idx) == 0:
                 raise ValueError(f"empty SYSU gallery for mode {mode!r}, trial {t}: no candidate in cameras {SYSU_GALLERY_CAMERAS[mode]}")
-            dist = pairwise_distance(q, g[idx], normalize=normalize)
-            res.add_trial(*eval_sysu(dist, q_pids, g_pids[idx], q_cams, g_cams[idx], max_rank=max_rank))
+            if split is None:
+                dist = pairwise_distance(q, g[idx], normalize=normalize)
+                res.add_trial(*eval_sysu(dist, q_pids, g_pids[idx], q_cams, g_cams[idx], max_rank=max_rank))
+            else:
+                dist = _cdist(q, g[idx], normalize)
+                res.add_trial(*eval_sysu_official(dist, q_pids, g_pids[idx], q_cams, g_cams[idx], max_rank=max_rank))
         res.info["num_gallery"] = int(len(idx))
         out[mode] = res
     return out
@@ -740,4 +933,46 @@ def evaluate_regdb(
             else:
                 res = eval_regdb(np.ascontiguousarray(dist.T), t_pids, v_pids, max_rank=max_rank)
             out[d].add_trial(*res)
+    return out
+
+
+def evaluate_sysu_mm02(
+    visible_feats: np.ndarray | torch.Tensor,
+    visible_records: Sequence[Record],
+    infrared_feats: np.ndarray | torch.Tensor,
+    infrared_records: Sequence[Record],
+    directions: Sequence[str] = ("visible_to_infrared", "infrared_to_visible"),
+    max_rank: int = 20,
+    normalize: bool = True,
+) -> dict[str, EvalResult]:
+    """SYSU-MM02 evaluation (PROTOCOLS.md): query ``test_rgb.txt`` -> gallery
+    ``test_ir.txt`` first, then the reverse; the whole other list is the gallery,
+    standard CMC with nothing removed (:func:`eval_regdb`), one trial.
+
+    Args:
+        visible_feats: (Nv, D) features of the visible test records
+            (``read_sysu_mm02(root, "test")`` with modality visible).
+        visible_records: those Nv records.
+        infrared_feats, infrared_records: the same for the infrared test records.
+        directions: any of ``"visible_to_infrared"``, ``"infrared_to_visible"``.
+
+    Returns:
+        ``{direction: EvalResult}`` named ``"sysu-mm02/<direction>"``.
+    """
+    for d in directions:
+        if d not in ("visible_to_infrared", "infrared_to_visible"):
+            raise ValueError(f"direction must be 'visible_to_infrared' or 'infrared_to_visible', got {d!r}")
+    _check_records(visible_feats, visible_records, "visible")
+    _check_records(infrared_feats, infrared_records, "infrared")
+    v_pids = record_arrays(visible_records)[0]
+    i_pids = record_arrays(infrared_records)[0]
+    dist = pairwise_distance(visible_feats, infrared_feats, normalize=normalize)  # (Nv, Ni)
+    out = {}
+    for d in directions:
+        res = EvalResult(f"sysu-mm02/{d}", info={"metric": "neg_dot", "num_query": len(visible_records if d.startswith("visible") else infrared_records)})
+        if d == "visible_to_infrared":
+            res.add_trial(*eval_regdb(dist, v_pids, i_pids, max_rank=max_rank))
+        else:
+            res.add_trial(*eval_regdb(np.ascontiguousarray(dist.T), i_pids, v_pids, max_rank=max_rank))
+        out[d] = res
     return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmamlib.data.records import Record
+from cmamlib.data.records import DatasetError, Record
 from cmamlib.evaluation import (
     EvalResult,
     eval_llcm,
@@ -351,3 +351,196 @@ def test_eval_result_short_curve():
     r = EvalResult("x")
     r.add_trial(np.array([0.5, 1.0]), 0.7, 0.6)
     assert r.rank(20) == [1.0] and r.mean["R1"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------
+# SYSU-MM01, the dataset authors' own protocol (PROTOCOLS.md, second mode)
+# ---------------------------------------------------------------------------------------
+
+
+def official_oracle(root, feature_of, mode, shot, trials, normalize):
+    """Plain loop written from the protocol text: read the .mat files with scipy as the
+    authors' Python evaluation does, gallery of trial t = first ``shot`` (1-based)
+    indices of each (camera, test id) permutation row t, over the sorted file list;
+    queries = every image of the test ids in cams 3 and 6; Euclidean distance
+    (scipy cdist); drop gallery entries at the query's camera location; CMC on unique
+    ids over valid queries, AP (and INP) on the kept list; mean over trials."""
+    import os
+
+    from scipy.io import loadmat
+    from scipy.spatial.distance import cdist
+
+    perms = loadmat(os.path.join(root, "exp", "rand_perm_cam.mat"))["rand_perm_cam"]
+    test_ids = loadmat(os.path.join(root, "exp", "test_id.mat"))["id"].squeeze().reshape(-1)
+    location = [1, 2, 2, 4, 5, 6]
+    gallery_cams = {"all": [1, 2, 4, 5], "indoor": [1, 2]}[mode]
+
+    def files(cam, pid):
+        folder = os.path.join(root, f"cam{cam}", "%04d" % pid)
+        return [os.path.join(folder, f) for f in sorted(os.listdir(folder))] if os.path.isdir(folder) else []
+
+    def feat(path):
+        f = np.asarray(feature_of[path], dtype=np.float64)
+        return f / np.linalg.norm(f) if normalize else f
+
+    xq, yq, cq = [], [], []
+    for cam in (3, 6):
+        for pid in test_ids:
+            for path in files(cam, int(pid)):
+                xq.append(feat(path)), yq.append(int(pid)), cq.append(location[cam - 1])
+    cmcs, aps_t, inps_t = [], [], []
+    for t in range(trials):
+        xg, yg, cg = [], [], []
+        for cam in gallery_cams:
+            per_id = perms[cam - 1][0].squeeze()
+            for pid in test_ids:
+                p = np.asarray(per_id[int(pid) - 1])
+                if p.size == 0:
+                    continue
+                fs = files(cam, int(pid))
+                for j in p[t][:shot]:
+                    xg.append(feat(fs[int(j) - 1])), yg.append(int(pid)), cg.append(location[cam - 1])
+        dist = cdist(np.array(xq), np.array(xg))
+        cmc = np.zeros(len(set(yg)))
+        aps, inps = [], []
+        for i in range(len(xq)):
+            order = np.argsort(dist[i])
+            kept = [yg[j] for j in order if cg[j] != cq[i]]
+            if yq[i] not in kept:
+                continue
+            unique = []
+            for y in kept:
+                if y not in unique:
+                    unique.append(y)
+            cmc[unique.index(yq[i]):] += 1
+            hits = [r for r, y in enumerate(kept) if y == yq[i]]
+            aps.append(np.mean([(k + 1) / (r + 1) for k, r in enumerate(hits)]))
+            inps.append(len(hits) / (hits[-1] + 1))
+        cmcs.append(cmc / len(aps))
+        aps_t.append(np.mean(aps))
+        inps_t.append(np.mean(inps))
+    return cmcs, aps_t, inps_t
+
+
+@pytest.fixture(scope="module")
+def sysu_official_tree(tiny_data):
+    from cmamlib.data.readers import sysu_query_gallery
+
+    root = tiny_data / "SYSU-MM01-synth"
+    query, gallery = sysu_query_gallery(root, "all")
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(1000, 12))
+    feature_of = {r.path: base[r.pid] + 1.1 * rng.normal(size=12) for r in query + gallery}
+    return root, query, gallery, feature_of
+
+
+@pytest.mark.parametrize("mode,shot,normalize", [("all", 1, True), ("indoor", 1, False), ("all", 10, False)])
+def test_official_protocol_matches_loop_oracle(sysu_official_tree, mode, shot, normalize):
+    from cmamlib.data.readers import sysu_query_gallery
+
+    root, _, _, feature_of = sysu_official_tree
+    query, gallery = sysu_query_gallery(root, mode)
+    qf = np.stack([feature_of[r.path] for r in query])
+    gf = np.stack([feature_of[r.path] for r in gallery])
+    out = evaluate_sysu(qf, query, gf, gallery, modes=(mode,), trials=10, shot=shot,
+                        normalize=normalize, protocol="official")
+    res = out[mode]
+    assert res.protocol == f"sysu-official/{mode}" and res.info["protocol"] == "official"
+    cmcs, aps, inps = official_oracle(str(root), feature_of, mode, shot, 10, normalize)
+    for t in range(10):
+        n = min(len(res.cmc[t]), len(cmcs[t]))
+        np.testing.assert_allclose(res.cmc[t][:n], cmcs[t][:n], atol=1e-6, rtol=0)
+        assert abs(res.mAP[t] - aps[t]) < 1e-6 and abs(res.mINP[t] - inps[t]) < 1e-6
+    assert 0 < res.r1 < 1  # a non-trivial case
+    # the default protocol is the baseline one, and says so
+    base = evaluate_sysu(qf, query, gf, gallery, modes=(mode,), trials=2, shot=shot)[mode]
+    assert base.protocol == f"sysu/{mode}" and base.info["protocol"] == "baseline"
+
+
+def _write_official(root, perms, test_ids):
+    """rand_perm_cam.mat / test_id.mat written here with scipy (independently of the
+    generator): perms {(cam, pid): (trials, n) 1-based}; inner cells 1 x N."""
+    from scipy.io import savemat
+
+    n_ids = max(pid for _, pid in perms)
+    cells = np.empty((6, 1), dtype=object)
+    for cam in range(1, 7):
+        inner = np.empty((1, n_ids), dtype=object)
+        for pid in range(1, n_ids + 1):
+            inner[0, pid - 1] = np.asarray(perms.get((cam, pid), np.zeros((0, 0))), dtype=np.float64)
+        cells[cam - 1, 0] = inner
+    (root / "exp").mkdir(parents=True, exist_ok=True)
+    savemat(root / "exp" / "rand_perm_cam.mat", {"rand_perm_cam": cells})
+    savemat(root / "exp" / "test_id.mat", {"id": np.asarray([test_ids], dtype=np.float64)})
+
+
+def test_official_gallery_follows_the_permutations(tmp_path):
+    from cmamlib.data.readers import read_sysu_mm01_official
+    from cmamlib.evaluation import sysu_official_gallery_indices
+
+    root = tmp_path / "SYSU-MM01"
+    recs = [Record(str(root / f"cam{c}" / f"{p:04d}" / f"{k:04d}.jpg"), p, c, "visible")
+            for p in (2, 5) for c in (1, 2, 4) for k in range(1, 4)]
+    perms = {(c, p): np.array([[3, 1, 2], [2, 3, 1]]) for p in (2, 5) for c in (1, 2, 4)}
+    perms[(4, 5)] = np.array([[1, 2, 3], [3, 2, 1]])
+    perms[(3, 2)] = np.array([[1], [1]])  # one infrared image: a trials x 1 column
+    _write_official(root, perms, [5, 2])
+    split = read_sysu_mm01_official(root)
+    assert split.test_ids == (5, 2) and split.num_trials == 2
+    shuffled = list(reversed(recs))
+    idx = sysu_official_gallery_indices(shuffled, split, "all", trial=0)
+    # camera-major, ids in test_id.mat order, file (first index of row 0) 1-based
+    assert [(shuffled[i].camid, shuffled[i].pid, shuffled[i].path[-8:]) for i in idx] == [
+        (1, 5, "0003.jpg"), (1, 2, "0003.jpg"), (2, 5, "0003.jpg"), (2, 2, "0003.jpg"),
+        (4, 5, "0001.jpg"), (4, 2, "0003.jpg")]
+    idx = sysu_official_gallery_indices(shuffled, split, "indoor", trial=1, shot=2)
+    assert [shuffled[i].path[-8:] for i in idx] == ["0002.jpg", "0003.jpg"] * 4
+    # tree and file disagree: named
+    with pytest.raises(DatasetError, match=r"rand_perm_cam\{1\}\{2\} permutes 3 images.*hold 2 images of id 2 in cam1"):
+        sysu_official_gallery_indices([r for r in recs if r.path[-8:] != "0001.jpg" or r.camid != 1 or r.pid != 2],
+                                      split, "all", 0)
+    with pytest.raises(ValueError, match="trial=2"):
+        sysu_official_gallery_indices(recs, split, "all", trial=2)
+
+
+def test_official_protocol_errors(tmp_path, sysu_official_tree):
+    import shutil
+
+    from cmamlib.data.readers import read_sysu_mm01_official, sysu_query_gallery
+    from cmamlib.data.records import DatasetError
+
+    src, _, _, _ = sysu_official_tree
+    root = tmp_path / "SYSU-MM01"
+    shutil.copytree(src, root)
+    query, gallery = sysu_query_gallery(root)
+    rng = np.random.default_rng(0)
+    qf, gf = rng.normal(size=(len(query), 8)), rng.normal(size=(len(gallery), 8))
+    (root / "exp" / "rand_perm_cam.mat").unlink()
+    with pytest.raises(DatasetError, match=r"rand_perm_cam\.mat.*found nothing.*protocol='baseline'"):
+        evaluate_sysu(qf, query, gf, gallery, protocol="official")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        evaluate_sysu(qf, query, gf, gallery, protocol="matlab")
+    evaluate_sysu(qf, query, gf, gallery, trials=1)  # the baseline needs no .mat
+    (root / "exp" / "rand_perm_cam.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DatasetError, match="rand_perm_cam.mat: expected a MATLAB .mat file"):
+        read_sysu_mm01_official(root)
+    _write_official(root, {(1, 1): np.array([[1, 1]])}, [1])
+    with pytest.raises(DatasetError, match=r"row 1: expected a permutation of 1\.\.2"):
+        read_sysu_mm01_official(root)
+
+
+def test_evaluate_sysu_mm02_both_directions():
+    from cmamlib.evaluation import evaluate_sysu_mm02
+
+    vis = [Record(f"/m/test/rgb/{p}_{k}.jpg", p, 0, "visible") for p in range(6) for k in range(3)]
+    ir = [Record(f"/m/test/ir/{p}_{k}.jpg", p, 1 + k % 2, "infrared") for p in range(6) for k in range(3)]
+    vf, inf = _features_for(vis, 3), _features_for(ir, 4)
+    out = evaluate_sysu_mm02(vf, vis, inf, ir)
+    assert list(out) == ["visible_to_infrared", "infrared_to_visible"]
+    dist = pairwise_distance(vf, inf)
+    vp, ip = np.array([r.pid for r in vis]), np.array([r.pid for r in ir])
+    ref = oracle_eval(dist, vp, ip, protocol="regdb")
+    np.testing.assert_allclose(out["visible_to_infrared"].cmc[0], ref[0], atol=1e-9)
+    ref = oracle_eval(dist.T, ip, vp, protocol="regdb")
+    assert out["infrared_to_visible"].mAP[0] == pytest.approx(ref[1], abs=1e-9)
+    assert out["infrared_to_visible"].protocol == "sysu-mm02/infrared_to_visible"
