@@ -31,7 +31,13 @@ def test_same_seed_byte_identical_whatever_the_workers(tiny, tmp_path):
     out, _ = tiny
     again = tmp_path / "again"
     generate(again, "tiny", seed=3, workers=1, progress=False)
-    assert _digest(out) == _digest(again)
+    digest = _digest(out)
+    assert digest == _digest(again)
+    # every tree is covered, the official-protocol .mat files and SYSU-MM02 included
+    for name in ("SYSU-MM01-synth/exp/rand_perm_cam.mat", "SYSU-MM01-synth/exp/test_id.mat",
+                 "SYSU-MM02-synth/train.txt", "SYSU-MM02-synth/test_ir.txt"):
+        assert name in digest
+    assert any(k.startswith("SYSU-MM02-synth/train/") for k in digest)
     other = tmp_path / "other"
     generate(other, "tiny", seed=4, workers=1, progress=False, datasets=("sysu",))
     a = _digest(out / "SYSU-MM01-synth")
@@ -81,6 +87,62 @@ def test_sysu_layout_independent_parser(tiny):
     counts = summary["counts"]["SYSU-MM01-synth"]
     n_files = sum(len(v) for v in files.values())
     assert n_files == sum(counts[s]["visible"] + counts[s]["infrared"] for s in ("train", "val", "test"))
+
+
+def test_sysu_official_mat_files_as_peer_code_reads_them(tiny):
+    """The authors' Python evaluation: loadmat(...)["rand_perm_cam"][cam - 1][0].squeeze()
+    indexed by pid - 1, row = trial, 1-based indices into the sorted file list."""
+    from scipy.io import loadmat
+
+    out, _ = tiny
+    root = out / "SYSU-MM01-synth"
+    ids, files = _independent_sysu_parse(root)
+    perms = loadmat(root / "exp" / "rand_perm_cam.mat")["rand_perm_cam"]
+    assert perms.shape == (6, 1)
+    test_ids = loadmat(root / "exp" / "test_id.mat")["id"].squeeze()
+    assert [int(i) for i in test_ids] == [int(p) for p in ids["test"]]
+    max_id = max(int(p) for p in sum(ids.values(), []))
+    seen_rows = set()
+    for cam in range(1, 7):
+        per_id = perms[cam - 1][0].squeeze()
+        assert len(per_id) == max_id
+        for pid in range(1, max_id + 1):
+            p = per_id[pid - 1]
+            n = len(files.get((cam, "%04d" % pid), []))
+            if n == 0:
+                assert p.size == 0
+                continue
+            assert p.shape == (10, n)
+            for row in p:
+                assert sorted(int(v) for v in row) == list(range(1, n + 1))
+                seen_rows.add(tuple(int(v) for v in row))
+    assert len(seen_rows) > 1  # not the identity everywhere
+
+
+def test_sysu_mm02_layout_independent_parser(tiny):
+    """The authors' SYSU-MM02 reader: three lists 'path pid cam' at the root, paths
+    relative to it; test_rgb = query (file cam 1), test_ir = gallery (file cams 2, 3)."""
+    out, summary = tiny
+    root = out / "SYSU-MM02-synth"
+    lists = {}
+    for name in ("train.txt", "test_rgb.txt", "test_ir.txt"):
+        rows = [ln.split(" ") for ln in (root / name).read_text().split("\n") if ln]
+        assert rows and all(len(r) == 3 for r in rows)
+        assert all((root / r[0]).is_file() for r in rows)
+        lists[name] = rows
+    assert {r[2] for r in lists["test_rgb.txt"]} == {"1"}
+    assert {r[2] for r in lists["test_ir.txt"]} == {"2", "3"}
+    assert {r[1] for r in lists["test_rgb.txt"]} == {r[1] for r in lists["test_ir.txt"]}
+    assert {r[1] for r in lists["train.txt"]} == {"0"}  # placeholder pids, as the real list
+    assert {r[2] for r in lists["train.txt"]} == {"1", "2", "3"}
+    assert all(re.fullmatch(r"train/(rgb|ir)/\d{6}\.jpg", r[0]) for r in lists["train.txt"])
+    a = np.asarray(Image.open(root / lists["test_ir.txt"][0][0]).convert("RGB")).astype(int)
+    assert np.abs(a[..., 0] - a[..., 2]).max() <= 2  # infrared stored gray
+    a = np.asarray(Image.open(root / lists["test_rgb.txt"][0][0]).convert("RGB")).astype(int)
+    assert np.abs(a[..., 0] - a[..., 2]).max() > 10
+    c = summary["counts"]["SYSU-MM02-synth"]
+    assert c["test"] == {"ids": 6, "visible": len(lists["test_rgb.txt"]), "infrared": len(lists["test_ir.txt"])}
+    assert c["train"]["visible"] + c["train"]["infrared"] == len(lists["train.txt"])
 
 
 def test_market_layout_independent_parser(tiny):
