@@ -87,6 +87,11 @@ class SynthConfig:
             Rank-1 (the modalities shared too little to learn); 0.85 gives 40.9%, 0.95
             gives 54.6% but leaves the NIR almost a function of luminance.
         ir_noise: sensor noise sigma of the infrared cameras (intensity in [0, 1]).
+        ir_scene: range of the NIR intensity of a background material (uniform, per
+            camera and material; unrelated to its visible colour).
+        ir_vignette: range of the infrared cameras' vignetting strength.
+        ir_person_boost: extra gain on the person in NIR images (active illumination
+            lights the near person more than the scene).
         vis_noise: sensor noise sigma of the visible cameras.
         jpeg_quality: JPEG quality of written images.
     """
@@ -104,6 +109,9 @@ class SynthConfig:
     market_per_cam: int = 2
     ir_luma_weight: float = 0.85
     ir_noise: float = 0.035
+    ir_scene: tuple[float, float] = (0.05, 0.5)
+    ir_vignette: tuple[float, float] = (0.25, 0.5)
+    ir_person_boost: float = 0.15
     vis_noise: float = 0.02
     jpeg_quality: int = 92
 
@@ -301,7 +309,7 @@ def make_cameras(seed: int, domain: str, cfg: SynthConfig) -> dict[int, Camera]:
             scene_vis = np.clip(base + rng.normal(0, 0.18, (k, 3)), 0.02, 0.98)
             wb = 1 + rng.normal(0, 0.1, 3)
             light = rng.uniform(0.7, 1.1)
-        scene_ir = rng.uniform(0.05, 0.5, k)  # NIR background: dark-ish, unrelated to colour
+        scene_ir = rng.uniform(cfg.ir_scene[0], cfg.ir_scene[1], k)  # NIR background, unrelated to colour
         if modality == "thermal":
             scene_ir = rng.uniform(0.1, 0.4, k)
         view_p = rng.dirichlet(np.full(4, 1.5))
@@ -318,7 +326,7 @@ def make_cameras(seed: int, domain: str, cfg: SynthConfig) -> dict[int, Camera]:
             noise=cfg.vis_noise if modality == "visible" else cfg.ir_noise,
             scale=float(rng.uniform(0.74, 0.9)),
             size=sizes[cam],
-            vignette=float(rng.uniform(0.0, 0.2) if modality == "visible" else rng.uniform(0.25, 0.5)),
+            vignette=float(rng.uniform(0.0, 0.2) if modality == "visible" else rng.uniform(*cfg.ir_vignette)),
         )
     return cams
 
@@ -525,7 +533,7 @@ def render_image(
         bg_int = cam.scene_ir[bgm] * (0.8 if cam.modality == "nir" else 1.0)
         ir = np.where(fg, ir, bg_int)
         # Active NIR illumination: the person (near the camera) is lit more than the scene.
-        ir = ir * gain * vign * (1.0 + (0.15 if cam.modality == "nir" else 0.0) * fg)
+        ir = ir * gain * vign * (1.0 + (cfg.ir_person_boost if cam.modality == "nir" else 0.0) * fg)
         ir = ir + rng.normal(0, cam.noise, ir.shape)
         ir = np.clip(ir, 0, 1)
         g = (ir * 255 + 0.5).astype(np.uint8)
