@@ -472,6 +472,54 @@ def test_sysu_mm02_bad_lines(tmp_path: Path) -> None:
         read_sysu_mm02(root, "train")
 
 
+# ----------------------------------------------------------------------------- problems=[]
+
+
+def test_problems_collects_every_per_file_problem(tmp_path: Path) -> None:
+    """problems=[] lists every broken file (and skips it) instead of raising on the first."""
+    from cmamlib.data.readers import Problem
+
+    regdb = make_regdb(tmp_path / "RegDB")
+    gone = [regdb / "Visible/1/female_v_00001_0.bmp", regdb / "Thermal/2/female_t_00002_1.bmp"]
+    for g in gone:
+        g.unlink()
+    with pytest.raises(DatasetError, match="female_v_00001_0.bmp does not exist"):
+        read_regdb(regdb, 1, "train")
+    problems: list = []
+    recs = read_regdb(regdb, 1, "train", problems=problems)
+    assert len(recs) == 6 and all(os.path.isfile(r.path) for r in recs)
+    assert sorted(p.path for p in problems) == sorted(str(g) for g in gone)
+    assert all(isinstance(p, Problem) and "train_" in p.message and "line" in p.message for p in problems)
+
+    market = make_market(tmp_path / "Market")
+    bad = [_img(market / "query" / "person_12.jpg"), _write(market / "query" / "notes.txt", "x")]
+    problems = []
+    assert len(read_market1501(market, "query", problems=problems)) == 2
+    assert [p.path for p in problems] == sorted(str(b) for b in bad)
+    assert "PPPP_cCsS" in problems[1].message or "PPPP_cCsS" in problems[0].message
+
+    sysu = make_sysu_mm01(tmp_path / "SYSU")
+    odd = _write(sysu / "cam1" / "0004" / "readme.txt", "x")
+    problems = []
+    assert len(read_sysu_mm01(sysu, "test", problems=problems)) == 9
+    assert problems == [Problem(str(odd), problems[0].message)] and "non-image" in problems[0].message
+
+    llcm = make_llcm(tmp_path / "LLCM")
+    lst = llcm / "idx" / "test_vis.txt"
+    _img(llcm / "vis/0003/0003_nocam.jpg")
+    _write(lst, lst.read_text() + "vis/0003/0003_nocam.jpg 3\nvis/0003/gone_c02_.jpg 3\n")
+    problems = []
+    assert len(read_llcm(llcm, "test", problems=problems)) == 4
+    assert [os.path.basename(p.path) for p in problems] == ["0003_nocam.jpg", "gone_c02_.jpg"]
+    assert "_cN_" in problems[0].message and "does not exist" in problems[1].message
+
+    mm02 = make_sysu_mm02(tmp_path / "SYSU-MM02")
+    (mm02 / "test/ir/0001_0.jpg").unlink()
+    problems = []
+    assert len(read_sysu_mm02(mm02, "test", problems=problems)) == 7
+    assert problems[0].message.startswith(f"{mm02 / 'test_ir.txt'} line 1:")
+
+
 # ----------------------------------------------------------------------------- generic list
 
 
@@ -596,3 +644,18 @@ def test_readers_on_synthetic_benchmark(tmp_path: Path) -> None:
     assert (len(query), summarize(query)["ids"]) == tuple(c["query"].values())
     assert {r.pid for r in gallery} - {0} <= {r.pid for r in query}
     assert any(r.pid == 0 for r in gallery) and all(r.pid != -1 for r in gallery)
+
+    mm02 = tmp_path / "SYSU-MM02-synth"
+    assert detect_layout(mm02) == "sysu-mm02"
+    c = counts["SYSU-MM02-synth"]
+    train = summarize(read_dataset("sysu-mm02", mm02, "train", verify=True))
+    test = summarize(read_sysu_mm02(mm02, "test", verify=True))
+    assert (train["ids"], train["visible_images"], train["infrared_images"]) == (
+        0, c["train"]["visible"], c["train"]["infrared"])  # training ids are unknown
+    assert (test["visible_ids"], test["infrared_ids"]) == (c["test"]["ids"],) * 2
+    assert (test["visible_images"], test["infrared_images"]) == (c["test"]["visible"], c["test"]["infrared"])
+
+    from cmamlib.data.readers import read_sysu_mm01_official
+
+    split = read_sysu_mm01_official(sysu)
+    assert sorted(split.test_ids) == sysu_mm01_split_ids(sysu)["test"] and split.num_trials == 10
