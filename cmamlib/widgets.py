@@ -128,7 +128,7 @@ class PseudoLabelInspector:
         sort_by: str = "size",
         page_size: int = 24,
         columns: int = 8,
-        thumb_size: tuple[int, int] = (64, 32),
+        thumb_size: tuple[int, int] = (96, 48),
         n_alternatives: int = 5,
     ) -> None:
         import ipywidgets as W
