@@ -491,9 +491,17 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights: {path} does not exist (expected a .pth or .safetensors file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: object = load_file(str(path), device="cpu")
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:
+            raise ImportError(
+                f"pretrained weights: {path} is a .safetensors file, but the safetensors package is "
+                f"not installed (pip install safetensors), or convert it to .pth with torch.save"
+            ) from e
+        try:
+            obj: object = load_file(str(path), device="cpu")
+        except Exception as e:  # header or data corrupt
+            raise ValueError(f"pretrained weights: could not read {path} as safetensors: {e}") from e
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -406,3 +406,54 @@ def test_extract_features_flip_average_then_normalise():
         assert torch.allclose(raw, torch.cat([model(x) for x in batches]), atol=1e-5)
     amp = extract_features(model, iter(batches), amp=True, progress=False)
     assert F.cosine_similarity(amp, feats).min() > 0.95
+
+
+# --------------------------------------------------------------------------------------
+# paper scale: ResNet-50 + non-local, torchvision-layout ImageNet file written here
+# --------------------------------------------------------------------------------------
+def test_load_pretrained_resnet50_torchvision_file_into_paper_model(tmp_path, caplog):
+    # A file in torchvision's ResNet-50 layout, written from the independent oracle
+    # above (names, order and shapes), with random values and no num_batches_tracked
+    # (as torchvision's published ImageNet files).
+    g = torch.Generator().manual_seed(3)
+    sd = {k: torch.randn(shape, generator=g) for k, shape in torchvision_layout("resnet50") if shape != ()}
+    for k in sd:
+        if k.endswith("running_var"):
+            sd[k] = sd[k].abs() + 0.5
+    path = tmp_path / "resnet50-imagenet.pth"
+    torch.save(sd, path)
+    torch.manual_seed(0)
+    model = build_model("resnet50", width=64, last_stride=1, non_local=True)
+    with caplog.at_level(logging.WARNING, logger="cmamlib.models"):
+        res = load_pretrained(model, path)
+    own = model.backbone.state_dict()
+    for k, v in sd.items():
+        if not k.startswith("fc."):
+            assert torch.equal(own[k], v), k
+    assert sorted(res.ignored_keys) == ["fc.bias", "fc.weight"] and res.unexpected_keys == []
+    assert len(res.loaded_keys) == len(sd) - 2
+    # the non-local blocks are not in an ImageNet file: reported by name, left as built
+    assert res.missing_keys and all(".NL_" in k for k in res.missing_keys)
+    assert "backbone.NL_2.0.W.1.weight" in res.missing_keys and "backbone.NL_3.2.g.weight" in res.missing_keys
+    assert "backbone.NL_2.0.W.1.weight" in caplog.text
+    assert torch.equal(model.backbone.NL_3[0].W[1].weight, torch.zeros(1024))  # still the identity
+    assert model.backbone.layer4[0].conv2.stride == (1, 1) and model.feat_dim == 2048
+    # paper input size, last stride 1: a 24 x 8 map at 384 x 128
+    model.eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.zeros(1, 3, 384, 128)).shape == (1, 2048, 24, 8)
+
+    # a ResNet-101-like or resized file: refused naming the key and both shapes
+    bad = dict(sd)
+    bad["layer2.0.conv1.weight"] = torch.zeros(64, 256, 1, 1)
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"'layer2\.0\.conv1\.weight'.*\(64, 256, 1, 1\).*\(128, 256, 1, 1\)"):
+        load_pretrained(build_model("resnet50", width=64), tmp_path / "bad.pth")
+    # a ResNet-18 file into a ResNet-50: refused the same way, nothing copied
+    r18 = {k: torch.zeros(shape) for k, shape in torchvision_layout("resnet18") if shape != ()}
+    save_file(r18, str(tmp_path / "r18.safetensors"))
+    fresh = build_model("resnet50", width=64)
+    before = fresh.backbone.conv1.weight.clone()
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_pretrained(fresh, tmp_path / "r18.safetensors")
+    assert torch.equal(fresh.backbone.conv1.weight, before)
