@@ -6,8 +6,13 @@ to disk exactly as the real datasets are distributed, so the real readers
 (:mod:`cmamlib.data.readers`) are the code that runs and is tested:
 
 * ``SYSU-MM01-synth/``: target domain, SYSU-MM01 layout (``cam1``..``cam6/PPPP/NNNN.jpg``,
-  ``exp/{train,val,test}_id.txt``); cams 1, 2 (indoor) and 4, 5 (outdoor) visible,
-  cams 3 (indoor) and 6 (outdoor) near-infrared, stored as gray 3-channel JPEGs.
+  ``exp/{train,val,test}_id.txt``, and the official-protocol files
+  ``exp/rand_perm_cam.mat`` / ``exp/test_id.mat``, :func:`write_sysu_mm01_official`);
+  cams 1, 2 (indoor) and 4, 5 (outdoor) visible, cams 3 (indoor) and 6 (outdoor)
+  near-infrared, stored as gray 3-channel JPEGs.
+* ``SYSU-MM02-synth/``: SYSU-MM02 layout as its authors' code reads it (``train/``,
+  ``test/``, ``train.txt``, ``test_rgb.txt``, ``test_ir.txt``; dataset key
+  ``sysumm02``), rendered by the SYSU-synth cameras with identities of its own.
 * ``RegDB-synth/``: RegDB layout (``Visible/``, ``Thermal/``, ``idx/`` with 10 splits),
   a paired visible/thermal camera, thermal rendered from emissivity.
 * ``Market-1501-synth/``: source domain, visible only, Market-1501 layout and file
