@@ -113,6 +113,10 @@ class PseudoLabelInspector:
     (and ``ir_``), ``noise_vis_button``, ``noise_ir_button``, ``reject_button``,
     ``reassign_choice`` (``Dropdown`` of the other modality's clusters, nearest first),
     ``reassign_button``, ``reset_button``, ``export_view`` (the overrides JSON).
+
+    Attributes (data): ``entries`` (:class:`Entry` list), ``members[side][id]`` (record
+    indices of a cluster), ``majority[side][id]`` / ``purity[side][id]`` (with
+    ``true_pids``), ``noise[side]`` / ``rejected`` / ``forced`` (the corrections).
     """
 
     def __init__(
@@ -395,7 +399,8 @@ class PseudoLabelInspector:
         th, tw = self.thumb_size
         pad, gap = 2, 12
         strip_w = 2 * per_side * (tw + pad) + gap
-        fig, axes = plt.subplots(len(entries), 1, figsize=(strip_w / 45 + 0.4, len(entries) * ((th + pad) / 45 + 0.45)), squeeze=False)
+        scale = 1.25 / dpi  # inches per thumbnail pixel: thumbnails at about 1.25x their size
+        fig, axes = plt.subplots(len(entries), 1, figsize=(strip_w * scale + 0.3, len(entries) * ((th + pad) * scale + 0.3)), squeeze=False)
         for r, e in enumerate(entries):
             vis_id, ir_id = self._vis_shown(e), self._partner_shown(e)
             strip = np.full((th + pad, strip_w, 3), 255, dtype=np.uint8)
