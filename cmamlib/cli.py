@@ -334,10 +334,10 @@ def format_report(report: CheckReport, strict: bool = False) -> str:
         if not report.published:
             lines.append("No published counts for this dataset: nothing to compare.")
         elif report.differences:
-            what = "an error (--strict)" if strict else "not an error (--strict makes it one)"
+            what = "an error with --strict" if strict else "not an error unless --strict"
             lines.append(
-                f"* {len(report.differences)} counts differ from the published counts of the real dataset "
-                f"(expected for the synthetic benchmark or a subset; {what})."
+                f"* {len(report.differences)} counts differ from the published counts of the real dataset: "
+                f"expected for the synthetic benchmark or a subset, {what}."
             )
         else:
             lines.append("All counts equal the published counts of the real dataset.")
