@@ -295,11 +295,15 @@ def stage2_experiment(
 # --------------------------------------------------------------------------------------
 
 
-def stage2_run(stage1_base, stage2_base, variant: str, seed: int, sysu: SysuData, market: MarketData,
-               runs_dir: str | Path | None, progress: bool = True):
+def stage2_run(stage1_base, stage2_base, variant: str, seed: int, sysu: SysuData | None, market: MarketData,
+               runs_dir: str | Path | None, progress: bool = True, train: Split | None = None,
+               run_name: str | None = None):
     """One stage-2 run of ``variant`` (:data:`STAGE2_VARIANTS`) with ``seed``, exactly as
     :func:`stage2_experiment` trains it (stage 1 from ``runs_dir/stage1`` first), in
     ``runs_dir/stage2/<variant>_seed<seed>/`` (resumed: a complete run is loaded).
+
+    ``train`` replaces ``sysu.train`` as the target training split (RegDB: one split's
+    training images) and ``run_name`` the run folder ``stage2/<variant>_seed<seed>``.
 
     Returns:
         ``(SelfTrainResult, SelfTrainConfig)``; the feature function of the pair is
@@ -317,14 +321,15 @@ def stage2_run(stage1_base, stage2_base, variant: str, seed: int, sysu: SysuData
         s1 = stage1_run(stage1_base, init_variant, seed, market, runs_dir, progress)
         init = (s1.model_rg, s1.model_g if s1.model_g is not None else s1.model_rg)
     cfg = replace(stage2_base, seed=seed, **overrides)
-    run_dir = None if runs_dir is None else Path(runs_dir) / "stage2" / f"{variant}_seed{seed}"
-    res = run_selftrain(cfg, sysu.train.records, sysu.train.images, init_models=init, run_dir=run_dir,
+    run_dir = None if runs_dir is None else Path(runs_dir) / (run_name or f"stage2/{variant}_seed{seed}")
+    target = train if train is not None else sysu.train
+    res = run_selftrain(cfg, target.records, target.images, init_models=init, run_dir=run_dir,
                         resume=run_dir is not None, progress=progress)
     return res, cfg
 
 
-def supervised_run(config, sysu: SysuData, runs_dir: str | Path | None, name: str = "visible_infrared",
-                   progress: bool = True) -> nn.Module:
+def supervised_run(config, sysu: SysuData | None, runs_dir: str | Path | None, name: str = "visible_infrared",
+                   progress: bool = True, train: Split | None = None) -> nn.Module:
     """The supervised upper bound (notebook 00's calibration model (d) with ``config``:
     all SYSU training images, identity labels), cached in
     ``runs_dir/supervised/<name>_seed<seed>/model.pt`` (state dict + config, written
@@ -336,6 +341,7 @@ def supervised_run(config, sysu: SysuData, runs_dir: str | Path | None, name: st
             ``image_size`` must be the size ``sysu`` was loaded at.
         sysu: the benchmark (training split decoded).
         runs_dir: runs folder, or None to train without caching.
+        train: another labelled training split instead of ``sysu.train`` (RegDB).
 
     Returns:
         the model in eval mode, on the config's device.
@@ -348,9 +354,10 @@ def supervised_run(config, sysu: SysuData, runs_dir: str | Path | None, name: st
     from .training.supervised import run_supervised
     from .utils import atomic_save, resolve_device
 
-    h, w = sysu.train.images.shape[-2:]
+    data = train if train is not None else sysu.train
+    h, w = data.images.shape[-2:]
     if tuple(config.image_size) != (h, w):
-        raise ValueError(f"supervised_run: config.image_size {tuple(config.image_size)} but the SYSU images are {(h, w)}")
+        raise ValueError(f"supervised_run: config.image_size {tuple(config.image_size)} but the training images are {(h, w)}")
     path = None if runs_dir is None else Path(runs_dir) / "supervised" / f"{name}_seed{config.seed}" / "model.pt"
     cfg_dict = config_to_dict(config)
     if path is not None and path.exists():
@@ -361,7 +368,7 @@ def supervised_run(config, sysu: SysuData, runs_dir: str | Path | None, name: st
         model = build_model(config.arch, width=config.width, last_stride=config.last_stride)
         model.load_state_dict(state["model"])
         return model.to(resolve_device(config.device)).eval()
-    res = run_supervised(config, sysu.train.records, sysu.train.images, progress=progress)
+    res = run_supervised(config, data.records, data.images, progress=progress)
     if path is not None:
         atomic_save({"model": res.model.state_dict(), "config": cfg_dict, "seconds": res.seconds}, path)
     return res.model.eval()
@@ -378,3 +385,124 @@ def sysu_test_set(sysu: SysuData) -> tuple[torch.Tensor, np.ndarray, np.ndarray,
     images = torch.cat([sysu.query.images, sysu.gallery.images])
     pids, cams, is_ir = record_arrays(sysu.query.records + sysu.gallery.records)
     return images, is_ir, pids, cams
+
+
+# --------------------------------------------------------------------------------------
+# RegDB (notebook 03): one stage-2 run per split, both directions
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RegdbData:
+    """One RegDB(-synth) split at one image size: its training images (both
+    modalities) and its test visible / thermal images."""
+
+    root: str
+    split: int
+    train: Split
+    visible: Split
+    thermal: Split
+
+
+def load_regdb(root: str | Path, split: int, size: tuple[int, int], progress: bool = True, cache_dir=None) -> RegdbData:
+    """Read RegDB split ``split`` (1..10) and decode its images once."""
+    from .data import read_regdb
+    from .data.records import INFRARED
+
+    train = read_regdb(root, split, "train")
+    test = read_regdb(root, split, "test")
+    vis = [r for r in test if r.modality != INFRARED]
+    th = [r for r in test if r.modality == INFRARED]
+    return RegdbData(
+        str(root), int(split),
+        _split(train, size, progress, f"RegDB {split} train", cache_dir),
+        _split(vis, size, progress, f"RegDB {split} visible", cache_dir),
+        _split(th, size, progress, f"RegDB {split} thermal", cache_dir),
+    )
+
+
+REGDB_DIRECTIONS = {"visible_to_thermal": "v2t", "thermal_to_visible": "t2v"}
+REGDB_KEYS = tuple(f"{d}_{k}" for d in REGDB_DIRECTIONS.values() for k in ("R1", "R10", "R20", "mAP", "mINP"))
+
+
+def regdb_row(fn: FeatureFn, data: RegdbData) -> dict:
+    """``{v2t_R1, ..., t2v_mINP}`` of a feature function on one RegDB split (the whole
+    other modality is the gallery, :func:`cmamlib.evaluation.evaluate_regdb`)."""
+    from .evaluation import evaluate_regdb
+
+    res = evaluate_regdb(fn(data.visible.images), data.visible.records, fn(data.thermal.images), data.thermal.records)
+    out = {}
+    for d, short in REGDB_DIRECTIONS.items():
+        m = res[d].mean
+        out.update({f"{short}_{k}": float(m[k]) for k in ("R1", "R10", "R20", "mAP", "mINP")})
+    return out
+
+
+def regdb_experiment(
+    stage1_base,
+    stage2_base,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    regdb_root: str | Path,
+    market: MarketData,
+    runs_dir: str | Path | None,
+    splits: Sequence[int] = tuple(range(1, 11)),
+    supervised_base=None,
+    progress: bool = True,
+) -> dict:
+    """Stage 2 on RegDB: for every variant (:data:`STAGE2_VARIANTS`), seed and split, one
+    self-training run on the split's training images (stage 1 is the same source model
+    for all splits), evaluated on the split's test images in both directions; the mean
+    over splits is a seed's result (the RegDB protocol). With ``supervised_base`` (a
+    ``SupervisedConfig`` with cross-modality batches) the supervised upper bound is
+    trained per split and seed too, as the row ``"supervised"``.
+
+    Runs live in ``runs_dir/stage2_regdb/<variant>_seed<s>_split<i>/`` and
+    ``runs_dir/supervised/regdb_split<i>_seed<s>/`` (resumed when complete).
+
+    Returns:
+        ``{"rows": [...mean/std over seeds of the split means...], "per_seed": {variant:
+        [{seed, v2t_R1, ...}]}, "per_split": {variant: {seed: [{split, ...}]}},
+        "seconds": {...}}``.
+    """
+    import time
+    from dataclasses import replace
+
+    from .training.selftrain import selftrain_features
+
+    size = tuple(stage2_base.image_size)
+    data = {i: load_regdb(regdb_root, i, size, progress=False) for i in splits}
+    names = list(variants) + (["supervised"] if supervised_base is not None else [])
+    per_seed: dict[str, list[dict]] = {}
+    per_split: dict[str, dict[int, list[dict]]] = {}
+    seconds: dict[str, float] = {}
+    bar = _tqdm(total=len(names) * len(seeds) * len(splits), desc="RegDB runs", disable=not progress)
+    for name in names:
+        t0 = time.time()
+        rows = []
+        for s in seeds:
+            split_rows = []
+            for i, d in data.items():
+                if name == "supervised":
+                    model = supervised_run(replace(supervised_base, seed=s), None, runs_dir, name=f"regdb_split{i}",
+                                           progress=False, train=d.train)
+                    fn = model_features(model)
+                else:
+                    res, cfg = stage2_run(stage1_base, stage2_base, name, s, None, market, runs_dir, progress=False,
+                                          train=d.train, run_name=f"stage2_regdb/{name}_seed{s}_split{i}")
+                    fn = selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)
+                split_rows.append({"split": i, **regdb_row(fn, d)})
+                bar.update(1)
+            per_split.setdefault(name, {})[s] = split_rows
+            rows.append({"seed": s, **mean_std(split_rows, REGDB_KEYS)})
+        per_seed[name] = rows
+        seconds[name] = time.time() - t0
+    bar.close()
+    table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, REGDB_KEYS)} for name, rows in per_seed.items()]
+    return {"rows": table, "per_seed": per_seed, "per_split": per_split, "seconds": seconds, "splits": list(splits)}
+
+
+def _tqdm(**kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(**kw)

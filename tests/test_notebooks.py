@@ -95,6 +95,12 @@ def _check_03(m):
     for k in ("vis_clusters", "ir_clusters", "pairs", "pairs_correct_fraction", "unified_ari"):
         assert k in h
     assert "above_every_ablation_all_mAP" in m["goal"]
+    reg = m["regdb"]
+    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "supervised"]
+    for r in reg["rows"]:
+        for k in ("v2t_R1", "v2t_mAP", "t2v_R1", "t2v_mAP"):
+            assert 0.0 <= r[k] <= 1.0
+    assert [row["split"] for row in reg["per_split"]["full"]["0"]] == reg["splits"]
 
 
 REPORT_NAMES = {"02_cmam_pretraining": "02_cmam"}
