@@ -181,6 +181,38 @@ def _render_selftrain(m: dict) -> list[str]:
     return out
 
 
+@section("03_self_training")
+def _render_regdb(m: dict) -> list[str]:
+    reg = m.get("regdb")
+    if not reg:
+        return []
+    splits = reg.get("splits", [])
+    out = [f"**Stage 2 on RegDB-synth** (`reports/03_self_training/metrics.json`, key `regdb`; one run per variant, "
+           f"seed and split, mean over {len(splits)} splits, then mean ± std over seeds {m.get('seeds')}; %):", ""]
+    out += _stage_table(reg, "label", [("V->T R1", "v2t_R1"), ("V->T mAP", "v2t_mAP"), ("V->T mINP", "v2t_mINP"),
+                                        ("T->V R1", "t2v_R1"), ("T->V mAP", "t2v_mAP"), ("T->V mINP", "t2v_mINP")])
+    return out
+
+
+@section("04_modality_gap")
+def _render_gap(m: dict) -> list[str]:
+    ts = m.get("test_set", {})
+    out = [f"**Modality gap per stage** (`reports/04_modality_gap/metrics.json`; SYSU-MM01-synth test set, "
+           f"{ts.get('infrared')} infrared + {ts.get('visible')} visible images of {ts.get('ids')} ids, seed {m.get('seed')}"
+           + (", SMOKE run" if m.get("smoke") else "") + "):", "",
+           "| stage | centroid gap / spread | NN id acc. IR->V | NN id acc. V->IR | modality probe (bal. acc.) "
+           "| silhouette by modality | silhouette by id | DBSCAN ARI | HDBSCAN ARI |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    clus = m.get("clustering", {})
+    for r in m.get("rows", []):
+        c = clus.get(r["stage"], {})
+        ari = [f"{c[k]['ari']:.3f}" if k in c else "-" for k in ("dbscan", "hdbscan")]
+        out.append(f"| {r.get('label', r['stage'])} | {r['centroid_gap_ratio']:.2f} | {_pct(r['nn_acc_ir_to_vis'])} | "
+                   f"{_pct(r['nn_acc_vis_to_ir'])} | {_pct(r['probe_balanced_accuracy'])} | "
+                   f"{r['silhouette_modality']:.3f} | {r['silhouette_identity']:.3f} | {ari[0]} | {ari[1]} |")
+    return out
+
+
 def render_results(root: str | os.PathLike = "reports") -> str:
     """The README results section, from every registered ``metrics.json`` that exists."""
     parts: list[str] = []
