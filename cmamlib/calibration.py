@@ -12,8 +12,13 @@ Four supervised models on SYSU-MM01-synth, each over several seeds:
 (c) ``visible_gray``: visible images, each replaced by its gray (BT.601 luma) view with
     probability 0.5.  Shows gray bridges part of the gap.  Target: mAP >= (b) + 0.10
     and below (d).
-(d) ``visible_infrared``: all training images, cross-modality P x K batches.  The
+(d) ``visible_infrared``: all training images, cross-modality P x K batches, and the
+    gray (luma) view of visible images with probability 0.5 (the gray / channel
+    augmentation of the strongest supervised VI-ReID baselines, e.g. CAJ).  The
     supervised upper bound.  Target: Rank-1 >= 0.70.
+
+:func:`model_config` gives each model's training config from a base config; notebooks
+03 and 04 build the upper bound with it too.
 """
 
 from __future__ import annotations
@@ -38,6 +43,20 @@ MODELS = {
     "visible_gray": "(c) supervised visible + gray view",
     "visible_infrared": "(d) supervised visible + infrared (upper bound)",
 }
+
+
+def model_config(name: str, base: SupervisedConfig | None = None) -> SupervisedConfig:
+    """The training config of calibration model ``name`` (a key of :data:`MODELS`)
+    derived from ``base`` (default :class:`SupervisedConfig`): (c) adds the luma gray
+    view with probability 0.5, (d) cross-modality batches and the same gray view."""
+    base = base or SupervisedConfig()
+    if name in ("ir_only", "visible_only"):
+        return base
+    if name == "visible_gray":
+        return replace(base, gray_prob=0.5, gray_mode="luma")
+    if name == "visible_infrared":
+        return replace(base, cross_modality_batches=True, gray_prob=0.5, gray_mode="luma")
+    raise ValueError(f"unknown calibration model {name!r}; expected one of {list(MODELS)}")
 
 
 def ir_to_ir_other_camera(feats: torch.Tensor, records) -> dict[str, float]:
@@ -91,16 +110,11 @@ def run_calibration(
     for name in models:
         if name == "ir_only":
             keep = [i for i, r in enumerate(train) if r.modality == INFRARED]
-            mcfg = cfg
-        elif name == "visible_only":
+        elif name in ("visible_only", "visible_gray"):
             keep = [i for i, r in enumerate(train) if r.modality == VISIBLE]
-            mcfg = cfg
-        elif name == "visible_gray":
-            keep = [i for i, r in enumerate(train) if r.modality == VISIBLE]
-            mcfg = replace(cfg, gray_prob=0.5, gray_mode="luma")
         else:
             keep = list(range(len(train)))
-            mcfg = replace(cfg, cross_modality_batches=True)
+        mcfg = model_config(name, cfg)
         recs = [train[i] for i in keep]
         imgs = train_img[torch.as_tensor(keep)]
         ts = time.time()
