@@ -170,7 +170,7 @@ def run_supervised(
             sums["ce"] += float(l_ce.detach())
             sums["triplet"] += float(l_tri.detach())
             sums["acc"] += float((logits.argmax(1) == y).float().mean())
-            bar.set_postfix(ce=f"{float(l_ce):.3f}", tri=f"{float(l_tri):.3f}")
+            bar.set_postfix(ce=f"{float(l_ce.detach()):.3f}", tri=f"{float(l_tri.detach()):.3f}")
         logger.log({"epoch": epoch, **{k: v / max(nb, 1) for k, v in sums.items()}, "seconds": time.time() - t0})
     secs = time.time() - t0
     model.eval()
