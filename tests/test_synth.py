@@ -197,3 +197,29 @@ def test_cmamlib_readers_accept_the_trees(tiny):
 def test_bad_preset_named():
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         generate("/tmp/never", "huge")
+
+
+def test_infrared_reflectance_correlated_with_luminance_but_not_a_function_of_it():
+    """The issue's physics: per-material NIR follows visible luminance (strong
+    correlation) yet some materials are clearly brighter, some clearly darker, than their
+    gray value; skin is bright in NIR whatever its visible tone."""
+    from cmamlib.data.synth import BAG, HAT, INNER, LOWER, LOWER2, SHOES, SKIN, UPPER, UPPER2, SynthConfig, luma, make_identity
+
+    cfg = SynthConfig()
+    mats = [UPPER, UPPER2, INNER, LOWER, LOWER2, SHOES, BAG, HAT]
+    lum, nir, skin_vis, skin_nir = [], [], [], []
+    for pid in range(300):
+        ident = make_identity(0, "sysu", pid, cfg)
+        lum.append(luma(ident.vis)[mats])
+        nir.append(ident.nir[mats])
+        skin_vis.append(luma(ident.vis)[SKIN])
+        skin_nir.append(ident.nir[SKIN])
+    lum, nir = np.concatenate(lum), np.concatenate(nir)
+    assert np.corrcoef(lum, nir)[0, 1] > 0.8
+    resid = nir - lum
+    assert (resid > 0.05).mean() > 0.05 and (resid < -0.05).mean() > 0.05  # some brighter, some darker
+    # identical luminance does not give identical NIR: not a function of it
+    order = np.argsort(lum)
+    close = np.abs(np.diff(lum[order])) < 0.01
+    assert np.abs(np.diff(nir[order]))[close].mean() > 0.02
+    assert np.std(skin_nir) < 0.5 * np.std(skin_vis) and np.mean(skin_nir) > 0.6
