@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
 from ..clustering import label_quality, pseudo_labels
 from ..data.loading import load_images
 from ..data.records import Record
@@ -67,8 +68,10 @@ class CMAMConfig:
     choices neither the paper's abstract nor its code settles.
 
     Attributes:
-        arch / width / last_stride / pretrained: backbone (:func:`cmamlib.models.build_model`;
-            ``pretrained``: ImageNet weights file in torchvision keys, both networks).
+        arch / width / last_stride / non_local / pretrained: backbone
+            (:func:`cmamlib.models.build_model`; ``non_local``: AGW non-local blocks, the
+            authors' ResNet-50; ``pretrained``: ImageNet weights file in torchvision keys,
+            both networks).
         image_size: ``(H, W)``; the authors use 384x128.
         batch_size / num_instances: P x K batches over pseudo labels (authors 64 = 4 x 16).
         epochs / iters_per_epoch: epochs of re-clustering and batches per epoch (None =
@@ -108,11 +111,15 @@ class CMAMConfig:
         augment: crop / flip / erasing (both views share them).
         seed / device / amp: reproducibility and hardware.
         eval_batch_size: inference batch.
+        sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
+            global batch of all ranks instead of each rank's slice
+            (:func:`cmamlib.distributed.convert_sync_batchnorm`); no effect in one process.
     """
 
     arch: str = "resnet18"
     width: int = 16
     last_stride: int = 1
+    non_local: bool = False
     pretrained: str | None = None
     image_size: tuple[int, int] = (64, 32)
     batch_size: int = 64
@@ -153,6 +160,7 @@ class CMAMConfig:
     device: str = "auto"
     amp: bool = False
     eval_batch_size: int = 256
+    sync_bn: bool = False
 
     def validate(self) -> None:
         if self.label_space not in ("shared", "per_network"):
@@ -204,7 +212,8 @@ class CMAMResult:
 
 
 def _new_model(cfg: CMAMConfig, device: torch.device) -> ReIDNet:
-    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, pretrained=cfg.pretrained).to(device)
+    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local,
+                       pretrained=cfg.pretrained).to(device)
 
 
 def run_cmam(
@@ -230,6 +239,11 @@ def run_cmam(
         progress: progress bars.
         on_epoch_end: ``hook(epoch, log_row)`` after the epoch's checkpoint.
 
+    Distributed (a process group initialised, e.g. by ``torchrun`` and
+    :func:`cmamlib.distributed.init_from_env`): every rank calls this with the same
+    arguments; see :mod:`cmamlib.distributed` for what is split, gathered and synced.
+    Rank 0 writes the run folder; every rank returns the same models.
+
     Returns:
         :class:`CMAMResult`.
     """
@@ -237,7 +251,9 @@ def run_cmam(
     cfg.validate()
     if len(source_records) < 2:
         raise ValueError(f"run_cmam: need source images, got {len(source_records)} records")
-    device = resolve_device(cfg.device)
+    dist.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 1: ")
+    progress = progress and dist.is_main()
+    device = dist.local_device(resolve_device(cfg.device))
     if images is None:
         images = load_images(source_records, cfg.image_size, progress=progress, desc="source images")
     if images.shape[0] != len(source_records):
@@ -249,26 +265,31 @@ def run_cmam(
     model_rg = _new_model(cfg, device)
     model_g = _new_model(cfg, device) if cfg.use_aux_gray else None
     nets = [m for m in (model_rg, model_g) if m is not None]
+    if cfg.sync_bn:
+        for m in nets:
+            dist.convert_sync_batchnorm(m, device)
     params = [p for m in nets for p in m.parameters()]
     opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
     scaler = make_scaler(device, cfg.amp)
     ema_rg = make_ema(model_rg) if cfg.ema else None
     ema_g = make_ema(model_g) if (cfg.ema and model_g is not None) else None
     gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Checkpointer(run_dir)
-    logger = JsonlLogger(None if run_dir is None else Path(run_dir) / "log.jsonl")
+    ckpt = Checkpointer(run_dir if dist.is_main() else None)  # rank 0 writes
+    logger = JsonlLogger(None if run_dir is None or not dist.is_main() else Path(run_dir) / "log.jsonl")
     start_epoch = 0
     if run_dir is not None and not resume and logger.path is not None and logger.path.exists():
         logger.path.unlink()  # a fresh run replaces an old log
     train_seconds, n_seen = 0.0, 0
     labels = np.full(len(source_records), -1)
     modules = {"model_rg": model_rg, "model_g": model_g, "ema_rg": ema_rg, "ema_g": ema_g}
-    if resume and (state := ckpt.load()) is not None:
+    if resume and (state := dist.run_on_main(ckpt.load)) is not None:
         check_resume_config(state, cfg, ckpt.path)
         restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
         logger.truncate_to(start_epoch)
+    train_rg = dist.wrap_ddp(model_rg, device)  # the bare models themselves in one process
+    train_g = dist.wrap_ddp(model_g, device) if model_g is not None else None
 
     kl = SymmetricKL()
     sim = SimilarityMatrixLoss("sum")
@@ -278,22 +299,27 @@ def run_cmam(
     for epoch in range(start_epoch, cfg.epochs):
         te = time.time()
         # ---- pseudo labels ---------------------------------------------------------
-        f_rgb = extract(model_rg, images, device, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features F_rg")
+        f_rgb = extract(model_rg, images, device, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features F_rg", distributed=True)
         f_gray = (
-            extract(model_g, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch, amp=cfg.amp, progress=progress, desc="features F_g")
+            extract(model_g, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch, amp=cfg.amp, progress=progress, desc="features F_g", distributed=True)
             if model_g is not None
             else None
         )
         instance_phase = epoch < cfg.instance_epochs
-        if instance_phase:  # every image its own class (instance discrimination warm-up)
-            labels = np.arange(len(source_records))
-            labels_g = labels
-        elif cfg.label_space == "shared":
-            labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams)
-            labels_g = labels
-        else:
-            labels = pseudo_labels(f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams)
-            labels_g = pseudo_labels(f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams) if f_gray is not None else labels
+
+        def _pseudo_labels() -> tuple[np.ndarray, np.ndarray]:  # on rank 0 in a distributed run
+            if instance_phase:  # every image its own class (instance discrimination warm-up)
+                labels = np.arange(len(source_records))
+                labels_g = labels
+            elif cfg.label_space == "shared":
+                labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams)
+                labels_g = labels
+            else:
+                labels = pseudo_labels(f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams)
+                labels_g = pseudo_labels(f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams) if f_gray is not None else labels
+            return labels, labels_g
+
+        labels, labels_g = dist.run_on_main(_pseudo_labels)
         n_clusters = int(labels.max()) + 1
         p = cfg.batch_size // cfg.num_instances
         if n_clusters < p:
@@ -315,7 +341,8 @@ def run_cmam(
 
         # ---- training ----------------------------------------------------------------
         k = 1 if instance_phase else cfg.num_instances
-        sampler = RandomIdentitySampler(labels, k, cfg.batch_size, cfg.seed, cfg.iters_per_epoch)
+        # global batches on every rank; each rank trains on its slice (dist.shard_batch)
+        sampler = RandomIdentitySampler(labels, k, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1)
         sampler.set_epoch(epoch)
         batches = list(sampler.batches())
         use_kl = cfg.kl_weight > 0 and epoch >= kl_from and cfg.label_space == "shared"
@@ -328,9 +355,13 @@ def run_cmam(
         for i, idx in enumerate(tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)):
             idx_t = torch.as_tensor(idx)
             x = augment(to_float(images[idx_t].to(device, non_blocking=True)), cfg.augment, gen)
-            y = lab_t[idx_t.to(device)]
+            xg = gray_of_normalised(x, cfg.gray_mode, gen) if cfg.use_gray_view else None
+            y, y_g = lab_t[idx_t.to(device)], lab_g_t[idx_t.to(device)]
+            if dist.is_distributed():  # this rank's slice of the global batch
+                x, y, y_g = dist.shard_batch(x), dist.shard_batch(y), dist.shard_batch(y_g)
+                xg = dist.shard_batch(xg) if xg is not None else None
             set_lr(opt, epoch_lr(cfg.lr, epoch, i, len(batches), cfg.epochs, cfg.warmup_epochs))
-            terms = _step_losses(cfg, x, y, lab_g_t[idx_t.to(device)], gen, model_rg, model_g, mem_rg, mem_g, ema_rg, ema_g, kl, sim, tri, use_kl, device)
+            terms = _step_losses(cfg, x, xg, y, y_g, train_rg, train_g, mem_rg, mem_g, ema_rg, ema_g, kl, sim, tri, use_kl, device)
             loss = sum(v for k, v in terms.items() if not k.startswith("_"))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -346,8 +377,13 @@ def run_cmam(
                 if not k.startswith("_"):
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
         train_seconds += time.time() - ts
+        sums = dist.all_reduce_mean(sums)  # the global-batch means (identity in one process)
         row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
         row.update({"batches": len(batches), "kl_on": use_kl, "seconds": time.time() - te})
+        if dist.is_distributed():  # BN running stats of rank 0 everywhere, then prove the ranks agree
+            dist.sync_buffers([model_rg, model_g, ema_rg, ema_g])
+            row["world_size"] = dist.world_size()
+            row["rank_state_hashes"] = dist.all_gather_object(dist.state_hash(modules))
         logger.log(row)
         state = {
             **training_state(modules, opt, scaler, gen),
@@ -378,11 +414,11 @@ def run_cmam(
 def _step_losses(
     cfg: CMAMConfig,
     x: torch.Tensor,
+    xg: torch.Tensor | None,
     y: torch.Tensor,
     y_g: torch.Tensor,
-    gen: torch.Generator,
-    model_rg: ReIDNet,
-    model_g: ReIDNet | None,
+    model_rg: nn.Module,
+    model_g: nn.Module | None,
     mem_rg: ClusterMemory,
     mem_g: ClusterMemory | None,
     ema_rg: nn.Module | None,
@@ -394,12 +430,18 @@ def _step_losses(
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """All loss terms of one batch (see the module docstring). Keys starting with ``_``
-    carry detached features for the memory updates, not losses."""
+    carry detached features for the memory updates, not losses.
+
+    ``x`` / ``xg``: the (augmented, normalised) batch and its gray view (None without
+    the gray view). In a distributed run they are this rank's slice of the global batch;
+    the in-batch matrix terms (SIM, triplet) use features gathered from every rank
+    (:func:`cmamlib.distributed.gather_with_grad`, the identity in one process) and the
+    memory updates the features of the whole global batch."""
     b = x.shape[0]
     out: dict[str, torch.Tensor] = {}
+    gather = dist.gather_with_grad
     with autocast(device, cfg.amp):
         if cfg.use_gray_view:
-            xg = gray_of_normalised(x, cfg.gray_mode, gen)
             o = model_rg(torch.cat([x, xg]))
             f_rgb, f_rgg = o.bn_feat[:b], o.bn_feat[b:]
             p_rgb, p_rgg = o.feat[:b], o.feat[b:]
@@ -408,16 +450,18 @@ def _step_losses(
             f_rgb, f_rgg, p_rgb, p_rgg = o.bn_feat, None, o.feat, None
         z_rgb = mem_rg.logits(f_rgb)
         out["mem_rg_rgb"] = F.cross_entropy(z_rgb, y)
+        y_all = dist.all_gather_tensor(y)
         if cfg.triplet_weight > 0:
-            out["tri_rg_rgb"] = cfg.triplet_weight * tri(p_rgb, y)
+            out["tri_rg_rgb"] = cfg.triplet_weight * tri(gather(p_rgb), y_all)
         z_rgg = None
         if f_rgg is not None:
             z_rgg = mem_rg.logits(f_rgg)
             out["mem_rg_gray"] = F.cross_entropy(z_rgg, y)
             if cfg.triplet_weight > 0:
-                out["tri_rg_gray"] = cfg.triplet_weight * tri(p_rgg, y)
-        out["_upd_rg"] = torch.cat([f for f in (f_rgb, f_rgg) if f is not None]).detach()
-        out["_upd_rg_y"] = torch.cat([y] * (2 if f_rgg is not None else 1))
+                out["tri_rg_gray"] = cfg.triplet_weight * tri(gather(p_rgg), y_all)
+        # memory update with the global batch: all RGB rows, then all gray rows
+        out["_upd_rg"] = torch.cat([dist.all_gather_tensor(f.detach()) for f in (f_rgb, f_rgg) if f is not None])
+        out["_upd_rg_y"] = torch.cat([y_all] * (2 if f_rgg is not None else 1))
         if model_g is not None:
             og = model_g(xg)
             f_g, p_g = og.bn_feat, og.feat
@@ -425,9 +469,9 @@ def _step_losses(
             z_g = mem_g.logits(f_g)
             out["mem_g"] = F.cross_entropy(z_g[keep], y_g[keep]) if bool(keep.any()) else f_g.sum() * 0
             if cfg.triplet_weight > 0:
-                out["tri_g"] = cfg.triplet_weight * tri(p_g, y_g)
-            out["_upd_g"] = f_g[keep].detach()
-            out["_upd_g_y"] = y_g[keep]
+                out["tri_g"] = cfg.triplet_weight * tri(gather(p_g), dist.all_gather_tensor(y_g))
+            out["_upd_g"] = dist.all_gather_tensor(f_g[keep].detach())
+            out["_upd_g_y"] = dist.all_gather_tensor(y_g[keep])
             # teachers (detached; EMA copies when enabled)
             if ema_rg is not None:
                 with torch.no_grad():
@@ -437,21 +481,25 @@ def _step_losses(
             else:
                 t_rgb, t_rgg, t_g = f_rgb.detach(), f_rgg.detach(), f_g.detach()
             t_rg_view = t_rgb if cfg.rg2g_teacher_view == "rgb" else t_rgg
+            # global-batch features of the similarity matrices (these tensors themselves in one process)
+            gf_g, gf_rgg = gather(f_g), gather(f_rgg)
+            gt_g = gf_g.detach() if ema_rg is None else gather(t_g)
+            gt_rg_view = gather(t_rg_view)
             # F_rg(RGB) -> F_g(gray)
-            rg2g = cfg.sim_weight * sim(f_g, t_rg_view)
-            g2rg = cfg.sim_weight * sim(f_rgg, t_g)
+            rg2g = cfg.sim_weight * sim(gf_g, gt_rg_view)
+            g2rg = cfg.sim_weight * sim(gf_rgg, gt_g)
             if use_kl:
                 rg2g = rg2g + cfg.kl_weight * kl(z_g, mem_rg.logits(t_rg_view))
                 g2rg = g2rg + cfg.kl_weight * kl(z_rgg, mem_g.logits(t_g))
             out["rg2g"] = cfg.lambda_rg2g * rg2g
             out["g2rg"] = cfg.lambda_g2rg * g2rg
             if cfg.symmetric:  # the RGB view becomes a student of F_g too
-                sym = cfg.sim_weight * sim(f_rgb, t_g)
+                sym = cfg.sim_weight * sim(gather(f_rgb), gt_g)
                 if use_kl:
                     sym = sym + cfg.kl_weight * kl(z_rgb, mem_g.logits(t_g))
                 out["g2rgb"] = cfg.lambda_g2rg * sym
         if cfg.tie_rgb_to_gray and f_rgg is not None:
-            tie = cfg.sim_weight * sim(f_rgb, f_rgg.detach())
+            tie = cfg.sim_weight * sim(gather(f_rgb), gather(f_rgg).detach())
             if use_kl:
                 tie = tie + cfg.kl_weight * kl(z_rgb, z_rgg.detach())
             out["tie"] = cfg.tie_weight * tie

@@ -155,7 +155,19 @@ def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
     """Raise if the checkpoint ``state`` was written with another config than ``cfg``
     (a resumed run must be the same run), naming the differing fields."""
     old, new = state.get("config", {}), config_to_dict(cfg)
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k))
+    # a field added to the config class after the checkpoint was written counts as equal
+    # when the run keeps its default (the checkpoint's run had that behaviour)
+    defaults: dict = {}
+    if is_dataclass(cfg) and set(new) - set(old):
+        try:
+            defaults = config_to_dict(type(cfg)())
+        except TypeError:
+            defaults = {}
+    diff = sorted(
+        k for k in set(old) | set(new)
+        if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k)
+        and not (k not in old and k in defaults and new.get(k) == defaults[k])
+    )
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:8])
         raise ValueError(

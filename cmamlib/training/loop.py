@@ -10,16 +10,23 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .. import distributed as dist
 from ..data.loading import iterate_batches
 from ..data.transforms import gray_view
 from ..features import extract_features
 from .common import lr_factor, rng_state, set_rng_state
 
 
-def gray_transform(mode: str, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def gray_transform(mode: str, seed: int, skip: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     """A ``[0, 1]``-batch transform giving the gray view with a seeded generator, so that
-    features of the gray view (random channel) are the same for the same seed."""
+    features of the gray view (random channel) are the same for the same seed.
+
+    ``skip``: the batches start at row ``skip`` of the full image set (a distributed
+    shard): the generator first draws the channels of the ``skip`` rows before, so every
+    row gets the channel it gets when the whole set is transformed in order."""
     gen = torch.Generator().manual_seed(int(seed))
+    if skip and mode == "random_channel":
+        torch.randint(0, 3, (int(skip),), generator=gen)  # the draws of rows [0, skip)
     return lambda x: gray_view(x, mode, gen)
 
 
@@ -33,9 +40,24 @@ def extract(
     amp: bool = False,
     progress: bool = False,
     desc: str = "features",
+    distributed: bool = False,
 ) -> torch.Tensor:
     """Flip-averaged, L2-normalised features ``(N, D)`` of uint8 images ``(N, 3, H, W)``;
-    ``gray`` names a gray mode to feed the gray view instead of the image."""
+    ``gray`` names a gray mode to feed the gray view instead of the image.
+
+    ``distributed=True`` in a distributed run (a collective: every rank must call it):
+    each rank extracts a block of whole batches (:func:`cmamlib.distributed.extraction_shard`)
+    and the blocks are gathered, so every rank returns the features of all N images,
+    equal to those of a single process. Without a process group it changes nothing."""
+    if distributed and dist.is_distributed():
+        lo, hi = dist.extraction_shard(images.shape[0], batch_size)
+        if hi > lo:
+            tf = gray_transform(gray, seed, skip=lo) if gray else None
+            batches = iterate_batches(images[lo:hi], batch_size, device=device, transform=tf)
+            part = extract_features(model, batches, device=device, amp=amp, progress=progress and dist.is_main(), desc=desc)
+        else:
+            part = torch.zeros((0, int(model.feat_dim)), dtype=torch.float32)
+        return dist.all_gather_tensor(part)
     tf = gray_transform(gray, seed) if gray else None
     batches = iterate_batches(images, batch_size, device=device, transform=tf)
     return extract_features(model, batches, device=device, amp=amp, progress=progress, desc=desc)
