@@ -53,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..clustering import camera_centre, label_quality, pseudo_labels
 from ..data.loading import load_images
 from ..data.records import INFRARED, Record
@@ -101,9 +102,9 @@ class SelfTrainConfig:
     neither the paper's abstract nor its code settles.
 
     Attributes:
-        arch / width / last_stride / pretrained: backbone of freshly built models
-            (:func:`cmamlib.models.build_model`), used when ``run_selftrain`` gets no
-            ``init_models`` (random init: the "no stage 1" ablation).
+        arch / width / last_stride / non_local / pretrained: backbone of freshly built
+            models (:func:`cmamlib.models.build_model`), used when ``run_selftrain`` gets
+            no ``init_models`` (random init: the "no stage 1" ablation).
         image_size: ``(H, W)``; the authors use 384x128.
         batch_size / num_instances: P x K batches, K even (K/2 visible + K/2 infrared per
             pseudo identity with both modalities); the code uses 128 = 8 x 16.
@@ -153,11 +154,15 @@ class SelfTrainConfig:
             L2-normalised fused features (spherical k-means approximation).
         seed / device / amp: reproducibility and hardware.
         eval_batch_size: inference batch.
+        sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
+            global batch of all ranks (:func:`cmamlib.distributed.convert_sync_batchnorm`);
+            no effect in one process.
     """
 
     arch: str = "resnet18"
     width: int = 16
     last_stride: int = 1
+    non_local: bool = False
     pretrained: str | None = None
     image_size: tuple[int, int] = (64, 32)
     batch_size: int = 64
@@ -194,6 +199,7 @@ class SelfTrainConfig:
     device: str = "auto"
     amp: bool = False
     eval_batch_size: int = 256
+    sync_bn: bool = False
 
     def validate(self) -> None:
         if self.cluster_mode not in ("per_modality", "joint"):
@@ -618,6 +624,7 @@ def selftrain_epoch_features(
     epoch: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
+    distributed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Features of one stage-2 epoch as :func:`run_selftrain` extracts them (it calls
     this function): A on the images as they are, B on their gray view (``cfg.gray_mode``,
@@ -630,18 +637,21 @@ def selftrain_epoch_features(
         cfg: the stage-2 config.
         epoch: the epoch whose gray-view seed is used.
         device: default: the device of ``model_a``.
+        distributed: in a distributed run, each rank extracts a shard and the shards
+            are gathered (:func:`cmamlib.training.loop.extract`); a collective.
 
     Returns:
         ``(f_a (N, Da), f_b (N, Db) or None, fused (N, D))``, float32, on ``device``.
         ``fused`` is the input of :func:`cluster_and_match`.
     """
     dev = torch.device(device) if device is not None else next(model_a.parameters()).device
-    f_a = extract(model_a, images, dev, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features A")
+    f_a = extract(model_a, images, dev, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features A",
+                  distributed=distributed)
     f_b = None
     if model_b is not None:
         f_b = extract(
             model_b, images, dev, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch,
-            amp=cfg.amp, progress=progress, desc="features B (gray)",
+            amp=cfg.amp, progress=progress, desc="features B (gray)", distributed=distributed,
         )
     fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
     return f_a, f_b, fused
@@ -653,7 +663,8 @@ def selftrain_epoch_features(
 
 
 def _new_model(cfg: SelfTrainConfig) -> ReIDNet:
-    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, pretrained=cfg.pretrained)
+    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local,
+                       pretrained=cfg.pretrained)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -706,6 +717,11 @@ def run_selftrain(
             entries are logged with the prefix ``eval_``.
         eval_every: see ``eval_fn`` (0: last epoch only).
 
+    Distributed (a process group initialised, e.g. by ``torchrun`` and
+    :func:`cmamlib.distributed.init_from_env`): every rank calls this with the same
+    arguments; see :mod:`cmamlib.distributed`. Rank 0 clusters, writes the run folder and
+    runs ``eval_fn``; every rank returns the same models.
+
     Returns:
         :class:`SelfTrainResult`.
 
@@ -732,7 +748,9 @@ def run_selftrain(
             f"and {len(ir_idx)} infrared records"
         )
     true_ids = np.array([r.pid for r in target_records])  # diagnostics only
-    device = resolve_device(cfg.device)
+    distributed.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 2: ")
+    progress = progress and distributed.is_main()
+    device = distributed.local_device(resolve_device(cfg.device))
     if images is None:
         images = load_images(target_records, cfg.image_size, progress=progress, desc="target images")
     if images.shape[0] != n:
@@ -754,18 +772,21 @@ def run_selftrain(
     if model_b is not None:
         model_b = model_b.to(device).train()
     nets = [m for m in (model_a, model_b) if m is not None]
+    if cfg.sync_bn:
+        for m in nets:
+            distributed.convert_sync_batchnorm(m, device)
     opt = make_optimizer([p for m in nets for p in m.parameters()], cfg.lr, cfg.weight_decay)
     scaler = make_scaler(device, cfg.amp)
     ema_a = make_ema(model_a) if (cfg.mutual_ema and model_b is not None) else None
     ema_b = make_ema(model_b) if (cfg.mutual_ema and model_b is not None) else None
     gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Checkpointer(run_dir)
-    logger = JsonlLogger(None if run_dir is None else Path(run_dir) / "log.jsonl")
+    ckpt = Checkpointer(run_dir if distributed.is_main() else None)  # rank 0 writes
+    logger = JsonlLogger(None if run_dir is None or not distributed.is_main() else Path(run_dir) / "log.jsonl")
     start_epoch, train_seconds, n_seen = 0, 0.0, 0
     labels = np.full(n, -1, dtype=np.int64)
     dbscan_counts: tuple[int, int] | None = None  # (visible, infrared) or (joint, joint)
     modules = {"model_a": model_a, "model_b": model_b, "ema_a": ema_a, "ema_b": ema_b}
-    state = ckpt.load() if resume else None
+    state = distributed.run_on_main(ckpt.load) if resume else None
     if state is not None:
         check_resume_config(state, cfg, ckpt.path)
         if state.get("label_overrides") != (None if label_overrides is None else dict(label_overrides)):
@@ -778,6 +799,8 @@ def run_selftrain(
     elif logger.path is not None and logger.path.exists():
         logger.path.unlink()  # a fresh run replaces an old log
 
+    train_a = distributed.wrap_ddp(model_a, device)  # the bare models themselves in one process
+    train_b = distributed.wrap_ddp(model_b, device) if model_b is not None else None
     kl_sym = SymmetricKL()
     dist = DistanceMatrixLoss(detach_teacher=cfg.mutual_ema)
     p_ids = cfg.batch_size // cfg.num_instances
@@ -787,37 +810,42 @@ def run_selftrain(
         kmeans_phase = epoch >= cfg.epochs
         phase_epoch, phase_len = (epoch - cfg.epochs, cfg.kmeans_epochs) if kmeans_phase else (epoch, cfg.epochs)
         # ---- features ------------------------------------------------------------------
-        f_a, f_b, fused = selftrain_epoch_features(model_a, model_b, images, cfg, epoch, device, progress)
+        f_a, f_b, fused = selftrain_epoch_features(model_a, model_b, images, cfg, epoch, device, progress, distributed=True)
 
-        # ---- pseudo labels -------------------------------------------------------------
-        row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}
+        # ---- pseudo labels (on rank 0 in a distributed run, broadcast) ---------------------
         if kmeans_phase:
             ks = _pair(cfg.kmeans_k) if cfg.kmeans_k is not None else dbscan_counts
         method = "k-means" if kmeans_phase else "DBSCAN"
-        if cfg.cluster_mode == "per_modality":
-            el = cluster_and_match(fused, is_ir, cams, cfg, epoch, ks if kmeans_phase else None, label_overrides)
-            row.update({f"vis_{k}": v for k, v in label_quality(el.raw_vis_labels, true_ids[vis_idx]).items()})
-            row.update({f"ir_{k}": v for k, v in label_quality(el.raw_ir_labels, true_ids[ir_idx]).items()})
-            row["pairs_matched"] = int(len(el.raw_pairs))
-            if el.overrides_applied:
-                row["overrides_applied"] = True
-            vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
-            row["pairs"] = int(len(pairs))
-            row["pairs_correct_fraction"] = _pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
-            counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
-        else:  # joint: one clustering of both modalities, no matching
-            if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
-                fused = camera_centre(fused, cams)
-            k = ks[0] if kmeans_phase else None
-            labels = _cluster(fused, cfg, k, cfg.seed * 1000 + epoch)
-            for side, idx, pre in (("visible", vis_idx, "vis"), ("infrared", ir_idx, "ir")):
-                row.update({f"{pre}_{k}": v for k, v in label_quality(labels[idx], true_ids[idx]).items()})
-            # "pairs": joint clusters holding both modalities
-            both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
-            pairs = np.stack([both, both], 1)
-            row["pairs"] = int(len(pairs))
-            row["pairs_correct_fraction"] = _pair_accuracy(pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx])
-            counts = (int(labels.max(initial=-1)) + 1,) * 2
+
+        def _pseudo_labels(fused: torch.Tensor = fused) -> tuple[dict, np.ndarray, tuple[int, int]]:
+            row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}
+            if cfg.cluster_mode == "per_modality":
+                el = cluster_and_match(fused, is_ir, cams, cfg, epoch, ks if kmeans_phase else None, label_overrides)
+                row.update({f"vis_{k}": v for k, v in label_quality(el.raw_vis_labels, true_ids[vis_idx]).items()})
+                row.update({f"ir_{k}": v for k, v in label_quality(el.raw_ir_labels, true_ids[ir_idx]).items()})
+                row["pairs_matched"] = int(len(el.raw_pairs))
+                if el.overrides_applied:
+                    row["overrides_applied"] = True
+                vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
+                row["pairs"] = int(len(pairs))
+                row["pairs_correct_fraction"] = _pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
+                counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
+            else:  # joint: one clustering of both modalities, no matching
+                if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
+                    fused = camera_centre(fused, cams)
+                k = ks[0] if kmeans_phase else None
+                labels = _cluster(fused, cfg, k, cfg.seed * 1000 + epoch)
+                for side, idx, pre in (("visible", vis_idx, "vis"), ("infrared", ir_idx, "ir")):
+                    row.update({f"{pre}_{k}": v for k, v in label_quality(labels[idx], true_ids[idx]).items()})
+                # "pairs": joint clusters holding both modalities
+                both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
+                pairs = np.stack([both, both], 1)
+                row["pairs"] = int(len(pairs))
+                row["pairs_correct_fraction"] = _pair_accuracy(pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx])
+                counts = (int(labels.max(initial=-1)) + 1,) * 2
+            return row, labels, counts
+
+        row, labels, counts = distributed.run_on_main(_pseudo_labels)
         if not kmeans_phase:
             dbscan_counts = counts
         row.update({f"unified_{k}": v for k, v in label_quality(labels, true_ids).items()})
@@ -841,7 +869,9 @@ def run_selftrain(
         row["cluster_seconds"] = time.time() - te
 
         # ---- training ------------------------------------------------------------------
-        sampler = CrossModalitySampler(labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch)
+        # global batches on every rank; each rank trains on its slice (distributed.shard_batch)
+        sampler = CrossModalitySampler(labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch,
+                                       rank=0, world_size=1)
         sampler.set_epoch(epoch)
         batches = list(sampler.batches())
         for mdl in nets:
@@ -852,17 +882,21 @@ def run_selftrain(
         for i, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
             idx_t = torch.as_tensor(idx)
             x = augment(to_float(images[idx_t].to(device, non_blocking=True)), cfg.augment, gen)
-            y = lab_t[idx_t.to(device)]
+            xg = gray_of_normalised(x, cfg.gray_mode, gen) if model_b is not None else None
+            y = y_all = lab_t[idx_t.to(device)]
+            if distributed.is_distributed():  # this rank's slice of the global batch
+                x, y = distributed.shard_batch(x), distributed.shard_batch(y)
+                xg = distributed.shard_batch(xg) if xg is not None else None
             set_lr(opt, epoch_lr(cfg.lr, phase_epoch, i, len(batches), phase_len, cfg.warmup_epochs))
-            terms, upd = _step_losses(cfg, x, y, gen, model_a, model_b, mem_a, mem_b, ema_a, ema_b, kl_sym, dist, device)
+            terms, upd = _step_losses(cfg, x, xg, y, train_a, train_b, mem_a, mem_b, ema_a, ema_b, kl_sym, dist, device)
             loss = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            mem_a.update(upd[0], y)
+            mem_a.update(upd[0], y_all)  # the global batch's features (gathered from every rank)
             if mem_b is not None:
-                mem_b.update(upd[1], y)
+                mem_b.update(upd[1], y_all)
             if ema_a is not None:
                 ema_update(ema_a, model_a, cfg.ema_momentum)
                 ema_update(ema_b, model_b, cfg.ema_momentum)
@@ -871,10 +905,15 @@ def run_selftrain(
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["total"] = sums.get("total", 0.0) + float(loss.detach())
         train_seconds += time.time() - ts
+        sums = distributed.all_reduce_mean(sums)  # the global-batch means (identity in one process)
         row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
         row.update({"batches": len(batches), "lr_end": opt.param_groups[0]["lr"]})
+        if distributed.is_distributed():  # BN running stats of rank 0 everywhere, then prove the ranks agree
+            distributed.sync_buffers([model_a, model_b, ema_a, ema_b])
+            row["world_size"] = distributed.world_size()
+            row["rank_state_hashes"] = distributed.all_gather_object(distributed.state_hash(modules))
         last = epoch == cfg.total_epochs - 1
-        if eval_fn is not None and (last or (eval_every > 0 and (epoch + 1) % eval_every == 0)):
+        if eval_fn is not None and distributed.is_main() and (last or (eval_every > 0 and (epoch + 1) % eval_every == 0)):
             for mdl in nets:
                 mdl.eval()
             with torch.no_grad():
@@ -921,10 +960,10 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, mode: str, sym: SymmetricK
 def _step_losses(
     cfg: SelfTrainConfig,
     x: torch.Tensor,
+    xg: torch.Tensor | None,
     y: torch.Tensor,
-    gen: torch.Generator,
-    model_a: ReIDNet,
-    model_b: ReIDNet | None,
+    model_a: nn.Module,
+    model_b: nn.Module | None,
     mem_a: ClusterMemory,
     mem_b: ClusterMemory | None,
     ema_a: nn.Module | None,
@@ -934,15 +973,21 @@ def _step_losses(
     device: torch.device,
 ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
     """Loss terms of one batch (module docstring) and the detached features of the
-    memory updates ``(A, B)``."""
+    memory updates ``(A, B)``.
+
+    ``x`` / ``xg``: the (augmented, normalised) batch and the gray view fed to B (None
+    without B). In a distributed run they are this rank's slice of the global batch; the
+    distance-matrix term uses features gathered from every rank
+    (:func:`cmamlib.distributed.gather_with_grad`, the identity in one process), and the
+    returned memory-update features are those of the whole global batch."""
     out: dict[str, torch.Tensor] = {}
+    gather = distributed.gather_with_grad
     with autocast(device, cfg.amp):
         f_a = model_a(x).bn_feat
         z_a = mem_a.logits(f_a)
         out["mem_a"] = F.cross_entropy(z_a, y)
         if model_b is None:
-            return out, (f_a.detach(), None)
-        xg = gray_of_normalised(x, cfg.gray_mode, gen)
+            return out, (distributed.all_gather_tensor(f_a.detach()), None)
         f_b = model_b(xg).bn_feat
         z_b = mem_b.logits(f_b)
         out["mem_b"] = F.cross_entropy(z_b, y)
@@ -957,11 +1002,12 @@ def _step_losses(
             out["kl_a"] = cfg.kl_weight * _kl(z_a, tz_b, cfg.kl_mode, kl_sym)  # A learns from B
             out["kl_b"] = cfg.kl_weight * _kl(z_b, tz_a, cfg.kl_mode, kl_sym)  # B learns from A
         if cfg.dist_weight > 0:
+            ga, gb = gather(f_a), gather(f_b)  # global batch
             if ema_a is not None:  # each model towards the other's EMA teacher
-                out["dist"] = cfg.dist_weight * 0.5 * (dist(f_a, t_b) + dist(f_b, t_a))
+                out["dist"] = cfg.dist_weight * 0.5 * (dist(ga, gather(t_b)) + dist(gb, gather(t_a)))
             else:  # the code: one term, both models receive its gradient
-                out["dist"] = cfg.dist_weight * dist(f_a, f_b)
-    return out, (f_a.detach(), f_b.detach())
+                out["dist"] = cfg.dist_weight * dist(ga, gb)
+    return out, (distributed.all_gather_tensor(f_a.detach()), distributed.all_gather_tensor(f_b.detach()))
 
 
 def selftrain_features(
