@@ -60,7 +60,6 @@ import difflib
 import json
 import os
 import types
-import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
@@ -539,6 +538,3 @@ def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
             out.append(f"{key}: {'(absent)' if a is MISSING else a!r} -> {'(absent)' if b is MISSING else b!r}")
     return out
 
-
-# keep typing imported for get_type_hints of string annotations in this module
-_ = typing
