@@ -442,6 +442,7 @@ def _run_train(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    main_rank = dist.is_main()
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
         res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())
@@ -453,7 +454,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 1
     finally:
         dist.cleanup()
-    if dist.rank() == 0:
+    if main_rank:
         last = res.history[-1] if res.history else {}
         losses = ", ".join(f"{k[5:]} {v:.3f}" for k, v in last.items() if k.startswith("loss_") and isinstance(v, float))
         print(f"{args.stage} finished: {len(res.history)} epochs in {args.out} ({res.seconds:.1f} s this call, "

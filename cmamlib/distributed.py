@@ -267,11 +267,12 @@ def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
     """Mean over ranks of every entry (same keys on every rank); identity in one process."""
     if not is_distributed() or not values:
         return dict(values)
-    keys = sorted(values)
+    keys = sorted(values)  # the same order on every rank
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     t /= world_size()
-    return {k: float(v) for k, v in zip(keys, t.tolist())}
+    mean = dict(zip(keys, t.tolist()))
+    return {k: float(mean[k]) for k in values}
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:

@@ -1,0 +1,251 @@
+"""Multi-process training on CPU with the gloo backend (2 processes).
+
+* the helpers of :mod:`cmamlib.distributed` without a process group (identity / shards);
+* one DDP training step of each stage equals the single-process step on the same global
+  batch (gradients, BN running statistics, cluster memories), with SyncBatchNorm;
+* ``torchrun --nproc_per_node 2 -m cmamlib train`` (smoke preset, tiny data, both stages,
+  ``sync_bn=true``): the run finishes, both ranks hold identical weights after every
+  epoch (state-dict hashes gathered into ``log.jsonl``), only rank 0 writes, and the
+  final metrics match a single-process run of the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cmamlib import distributed as dist
+from cmamlib.training.loop import gray_transform
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- no process group
+
+
+def test_helpers_are_identity_in_one_process():
+    assert not dist.is_distributed() and dist.rank() == 0 and dist.world_size() == 1 and dist.is_main()
+    x = torch.randn(6, 3)
+    assert dist.all_gather_tensor(x) is x and dist.gather_with_grad(x) is x and dist.shard_batch(x) is x
+    assert dist.all_reduce_mean({"a": 1.5}) == {"a": 1.5}
+    assert dist.broadcast_object({"k": 1}) == {"k": 1} and dist.all_gather_object(3) == [3]
+    assert dist.run_on_main(lambda: 7) == 7
+    dist.check_batch_split(16, 4)  # any P in one process
+    dist.barrier()
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    assert dist.wrap_ddp(m, torch.device("cpu")) is m
+    assert isinstance(dist.convert_sync_batchnorm(m, torch.device("cpu"))[1], torch.nn.BatchNorm2d)
+    assert dist.state_hash({"m": m}) == dist.state_hash({"m": m})
+
+
+def test_shards_cover_the_batch_and_the_images():
+    b = list(range(16))
+    parts = [dist.shard_batch(b, r, 4) for r in range(4)]
+    assert sum(parts, []) == b and all(len(p) == 4 for p in parts)
+    with pytest.raises(ValueError, match="does not split"):
+        dist.shard_batch(list(range(10)), 0, 4)
+    for n, bs, w in [(100, 64, 2), (1000, 64, 3), (10, 64, 2), (640, 64, 4), (0, 8, 2)]:
+        spans = [dist.extraction_shard(n, bs, r, w) for r in range(w)]
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(lo % bs == 0 for lo, _ in spans)  # whole inference batches: the single-process batches
+
+
+def test_gray_view_of_a_shard_equals_the_full_pass():
+    """A shard's gray view (generator advanced past the rows before it) is the one the
+    whole set gets in one pass, so sharded feature extraction changes no feature."""
+    x = torch.rand(300, 3, 8, 4)
+    full_tf = gray_transform("random_channel", seed=5)
+    full = torch.cat([full_tf(x[s:s + 64]) for s in range(0, 300, 64)])
+    lo, hi = dist.extraction_shard(300, 64, 1, 2)
+    tf = gray_transform("random_channel", seed=5, skip=lo)
+    part = torch.cat([tf(x[s:s + 64]) for s in range(lo, hi, 64)])
+    assert torch.equal(part, full[lo:hi])
+
+
+# ----------------------------------------------------------------------------- one step, 2 processes
+
+
+def _step_setup(stage: int):
+    """Models (seeded), a global batch, memories: the same on every process."""
+    from cmamlib.data.transforms import gray_of_normalised
+    from cmamlib.memory import ClusterMemory
+    from cmamlib.models import build_model
+    from cmamlib.training.cmam import CMAMConfig
+    from cmamlib.training.selftrain import SelfTrainConfig
+
+    torch.manual_seed(0)
+    a, b = build_model("resnet18", width=8), build_model("resnet18", width=8)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 3, 32, 16, generator=g)
+    xg = gray_of_normalised(x, "random_channel", g)
+    y = torch.arange(4).repeat_interleave(4)  # P=4 ids x K=4
+    mems = []
+    for _ in range(2):
+        m = ClusterMemory(a.feat_dim, 4, 0.05, 0.2, "mean")
+        m.reset(torch.nn.functional.normalize(torch.randn(16, a.feat_dim, generator=g), dim=1), y)
+        mems.append(m)
+    if stage == 1:
+        cfg = CMAMConfig(triplet_weight=1.0, symmetric=True, tie_rgb_to_gray=True, device="cpu")
+    else:
+        cfg = SelfTrainConfig(device="cpu")
+    return cfg, a, b, x, xg, y, mems
+
+
+def _one_step(stage: int, distributed: bool) -> dict:
+    """Loss, gradients, BN buffers and memories after one step (this rank's view)."""
+    from cmamlib.losses import DistanceMatrixLoss, SimilarityMatrixLoss, SymmetricKL, TripletLoss
+    from cmamlib.training import cmam, selftrain
+
+    cfg, a, b, x, xg, y, (ma, mb) = _step_setup(stage)
+    dev = torch.device("cpu")
+    if distributed:
+        for m in (a, b):
+            dist.convert_sync_batchnorm(m, dev)
+        x, xg, y_local = dist.shard_batch(x), dist.shard_batch(xg), dist.shard_batch(y)
+    else:
+        y_local = y
+    ta, tb = dist.wrap_ddp(a, dev), dist.wrap_ddp(b, dev)
+    if stage == 1:
+        terms = cmam._step_losses(cfg, x, xg, y_local, y_local, ta, tb, ma, mb, None, None, SymmetricKL(),
+                                  SimilarityMatrixLoss("sum"), TripletLoss(), True, dev)
+        loss = sum(v for k, v in terms.items() if not k.startswith("_"))
+        loss.backward()
+        cmam._update_memories(ma, mb, terms)
+        logged = {k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")}
+    else:
+        terms, upd = selftrain._step_losses(cfg, x, xg, y_local, ta, tb, ma, mb, None, None, SymmetricKL(),
+                                            DistanceMatrixLoss(), dev)
+        loss = sum(terms.values())
+        loss.backward()
+        ma.update(upd[0], y)
+        mb.update(upd[1], y)
+        logged = {k: float(v.detach()) for k, v in terms.items()}
+    return {
+        "loss": dist.all_reduce_mean(logged),
+        "grads": {f"{n}.{k}": p.grad.clone() for n, m in (("a", a), ("b", b)) for k, p in m.named_parameters() if p.grad is not None},
+        "buffers": {f"{n}.{k}": v.clone() for n, m in (("a", a), ("b", b)) for k, v in m.state_dict().items() if "running" in k},
+        "memories": [ma.features.clone(), mb.features.clone()],
+    }
+
+
+def _step_worker(rank: int, world: int, port: int, stage: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert dist.init_from_env("cpu")
+    try:
+        res = _one_step(stage, distributed=True)
+        hashes = dist.all_gather_object(dist.state_hash({"g": torch.nn.ParameterList(
+            [torch.nn.Parameter(t) for t in res["grads"].values()])}))
+        if rank == 0:
+            torch.save({**res, "grad_hashes": hashes}, out)
+    finally:
+        dist.cleanup()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_ddp_step_equals_single_process_step(stage, tmp_path):
+    """2 ranks x 8 images with SyncBatchNorm give the gradients, BN statistics and memory
+    updates of one process on the 16 images: the gathered in-batch terms (SIM, triplet,
+    distance matrices) and the global memory updates are what make this hold."""
+    import torch.multiprocessing as mp
+
+    torch.set_num_threads(1)
+    ref = _one_step(stage, distributed=False)
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_step_worker, args=(2, _free_port(), stage, str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=False)
+    assert got["grad_hashes"][0] == got["grad_hashes"][1]  # DDP: the same averaged gradient on both ranks
+    assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)
+    assert ref["grads"].keys() == got["grads"].keys()
+    for k, g in ref["grads"].items():
+        scale = float(g.abs().max()) + 1e-8
+        err = float((got["grads"][k] - g).abs().max())
+        assert err <= 2e-4 * scale + 1e-7, f"{k}: max |grad diff| {err:.3g} vs max |grad| {scale:.3g}"
+    for k, v in ref["buffers"].items():
+        torch.testing.assert_close(got["buffers"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+    for m_ref, m_got in zip(ref["memories"], got["memories"]):
+        torch.testing.assert_close(m_got, m_ref, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- torchrun, the CLI, both stages
+
+
+def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "cmamlib", *args]
+    else:
+        cmd = [sys.executable, "-m", "cmamlib", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool) -> dict:
+    """train stage1 -> train stage2 (init_from) -> evaluate, with `nproc` processes."""
+    common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
+    flags = [f"stage1.sync_bn={sync_bn}", f"stage2.sync_bn={sync_bn}"]
+    _cli(["train", "stage1", *common, "--out", str(out / "s1"), *flags], torchrun=nproc)
+    _cli(["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={out / 's1'}", *flags], torchrun=nproc)
+    _cli(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
+          str(out / "s2"), "--reports", str(out / "reports"), "--name", "eval", "--no-progress"])
+    logs = {s: [json.loads(ln) for ln in (out / s / "log.jsonl").read_text().splitlines()] for s in ("s1", "s2")}
+    metrics = json.loads((out / "reports" / "eval" / "metrics.json").read_text())
+    weights = torch.load(out / "s2" / "checkpoint.pt", weights_only=False)
+    return {"logs": logs, "summary": metrics["summary"], "weights": weights}
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
+    """The smoke preset with torchrun --nproc_per_node 2 (gloo, sync_bn=true) against one
+    process with the same global batch.
+
+    Measured on the tiny benchmark (2 shared CPU cores): every epoch's rank hashes are
+    equal; the pseudo labels of both stages are identical; the final SYSU all/indoor
+    R1 / mAP differ by < 0.5 points (the tolerance asserted below is 2 points; see the
+    module's report in the PR for the measured values). Weights are not bit-identical: the
+    DDP gradient average, SyncBN's one-pass variance and gloo's sum order change the last
+    bits of the gradients, and Adam turns last-bit changes of near-zero gradients into
+    steps of up to ~lr.
+    """
+    one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True)
+    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True)
+    for s in ("s1", "s2"):
+        rows = two["logs"][s]
+        assert [r["epoch"] for r in rows] == [0, 1]  # one log, written by rank 0 only
+        for r in rows:
+            assert r["world_size"] == 2 and len(r["rank_state_hashes"]) == 2
+            assert r["rank_state_hashes"][0] == r["rank_state_hashes"][1], f"{s} epoch {r['epoch']}: ranks diverged"
+        assert all("rank_state_hashes" not in r for r in one["logs"][s])
+        # epoch 0 sees the same initial weights, pseudo labels and batches: its losses agree closely
+        l1 = {k: v for k, v in one["logs"][s][0].items() if k.startswith("loss_")}
+        l2 = {k: v for k, v in rows[0].items() if k.startswith("loss_")}
+        assert l1.keys() == l2.keys()
+        for k in l1:
+            assert l2[k] == pytest.approx(l1[k], rel=2e-3, abs=1e-4), k
+        for q in ("vis_clusters", "ir_clusters", "labels_clusters"):
+            if q in one["logs"][s][0]:
+                assert rows[0][q] == one["logs"][s][0][q]
+    np.testing.assert_array_equal(one["weights"]["labels"], two["weights"]["labels"])
+    diffs = {k: abs(two["summary"][k] - one["summary"][k]) for k in one["summary"] if k.endswith(("R1", "mAP"))}
+    print("DDP(2, sync_bn) - single |metric diff| (fractions):", json.dumps(diffs))
+    assert max(diffs.values()) <= 0.02, diffs
