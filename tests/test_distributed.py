@@ -187,8 +187,8 @@ def test_ddp_step_equals_single_process_step(stage, tmp_path):
 # ----------------------------------------------------------------------------- torchrun, the CLI, both stages
 
 
-def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
+def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600, threads: int = 1) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
@@ -200,12 +200,14 @@ def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600) -> subproces
     return proc
 
 
-def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool) -> dict:
-    """train stage1 -> train stage2 (init_from) -> evaluate, with `nproc` processes."""
+def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool, threads: int = 1, extra: tuple = ()) -> dict:
+    """train stage1 -> train stage2 (init_from) -> evaluate, with `nproc` processes
+    (0: plain ``python -m cmamlib``)."""
     common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
-    flags = [f"stage1.sync_bn={sync_bn}", f"stage2.sync_bn={sync_bn}"]
-    _cli(["train", "stage1", *common, "--out", str(out / "s1"), *flags], torchrun=nproc)
-    _cli(["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={out / 's1'}", *flags], torchrun=nproc)
+    flags = [f"stage1.sync_bn={sync_bn}", f"stage2.sync_bn={sync_bn}", *extra]
+    _cli(["train", "stage1", *common, "--out", str(out / "s1"), *flags], torchrun=nproc, threads=threads)
+    _cli(["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={out / 's1'}", *flags], torchrun=nproc,
+         threads=threads)
     _cli(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
           str(out / "s2"), "--reports", str(out / "reports"), "--name", "eval", "--no-progress"])
     logs = {s: [json.loads(ln) for ln in (out / s / "log.jsonl").read_text().splitlines()] for s in ("s1", "s2")}
@@ -214,38 +216,53 @@ def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool) -> dict:
     return {"logs": logs, "summary": metrics["summary"], "weights": weights}
 
 
+#: The comparison runs the smoke preset at stage 1's paper learning rate in both stages:
+#: at the smoke default (3.5e-3 from random init) the tiny pipeline is chaotic, a relative
+#: 1e-6 perturbation of the initial weights alone moves SYSU all-search R1 by up to 20
+#: points, so no tolerance would say anything (benchmarks/bench_ddp_equivalence.py).
+EQUIV = ("stage1.lr=3.5e-4", "stage2.lr=3.5e-4")
+
+
+def _ari(a: np.ndarray, b: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(a, b))
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
-    """The smoke preset with torchrun --nproc_per_node 2 (gloo, sync_bn=true) against one
-    process with the same global batch.
+    """``torchrun --nproc_per_node 2`` (gloo, ``sync_bn=true``) against one process with
+    the same global batch, through the command line: stage 1 -> stage 2 -> evaluate.
 
-    Measured on the tiny benchmark (2 shared CPU cores): every epoch's rank hashes are
-    equal; the pseudo labels of both stages are identical; the final SYSU all/indoor
-    R1 / mAP differ by < 0.5 points (the tolerance asserted below is 2 points; see the
-    module's report in the PR for the measured values). Weights are not bit-identical: the
-    DDP gradient average, SyncBN's one-pass variance and gloo's sum order change the last
-    bits of the gradients, and Adam turns last-bit changes of near-zero gradients into
-    steps of up to ~lr.
+    Measured (tiny benchmark, 2 CPU cores): identical rank hashes every epoch; epoch
+    losses equal to 4 decimals; identical pseudo labels in both stages; final weights
+    within 1e-5 (stage 2) and 6e-7 (stage 1); SYSU all / indoor R1 and mAP equal to
+    0.01 points. Asserted: hashes equal, losses within 1e-3 relative, label ARI >= 0.95,
+    weights within 1e-3, R1 / mAP within 3 points. (Without SyncBN the same comparison
+    gives weight differences ~0.3 and all-search R1 16.1 -> 11.8: BN statistics of
+    8-image slices are not those of the 16-image batch.)
     """
-    one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True)
-    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True)
+    one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True, extra=EQUIV)
+    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True, extra=EQUIV)
     for s in ("s1", "s2"):
-        rows = two["logs"][s]
+        rows, ref = two["logs"][s], one["logs"][s]
         assert [r["epoch"] for r in rows] == [0, 1]  # one log, written by rank 0 only
         for r in rows:
             assert r["world_size"] == 2 and len(r["rank_state_hashes"]) == 2
             assert r["rank_state_hashes"][0] == r["rank_state_hashes"][1], f"{s} epoch {r['epoch']}: ranks diverged"
-        assert all("rank_state_hashes" not in r for r in one["logs"][s])
-        # epoch 0 sees the same initial weights, pseudo labels and batches: its losses agree closely
-        l1 = {k: v for k, v in one["logs"][s][0].items() if k.startswith("loss_")}
-        l2 = {k: v for k, v in rows[0].items() if k.startswith("loss_")}
-        assert l1.keys() == l2.keys()
-        for k in l1:
-            assert l2[k] == pytest.approx(l1[k], rel=2e-3, abs=1e-4), k
-        for q in ("vis_clusters", "ir_clusters", "labels_clusters"):
-            if q in one["logs"][s][0]:
-                assert rows[0][q] == one["logs"][s][0][q]
-    np.testing.assert_array_equal(one["weights"]["labels"], two["weights"]["labels"])
+        assert all("rank_state_hashes" not in r for r in ref)
+        for r1, r2 in zip(ref, rows):
+            losses = {k: v for k, v in r1.items() if k.startswith("loss_")}
+            assert losses and losses.keys() == {k for k in r2 if k.startswith("loss_")}
+            for k, v in losses.items():
+                assert r2[k] == pytest.approx(v, rel=1e-3, abs=1e-5), f"{s} epoch {r1['epoch']} {k}"
+    s1 = [torch.load(p / "s1" / "checkpoint.pt", weights_only=False) for p in (tmp_path / "one", tmp_path / "two")]
+    assert _ari(s1[0]["labels"], s1[1]["labels"]) >= 0.95
+    assert _ari(one["weights"]["labels"], two["weights"]["labels"]) >= 0.95
+    for key in ("model_a", "model_b"):
+        a, b = one["weights"][key], two["weights"][key]
+        worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+        assert worst <= 1e-3, f"{key}: max |weight difference| {worst:.3g}"
     diffs = {k: abs(two["summary"][k] - one["summary"][k]) for k in one["summary"] if k.endswith(("R1", "mAP"))}
-    print("DDP(2, sync_bn) - single |metric diff| (fractions):", json.dumps(diffs))
-    assert max(diffs.values()) <= 0.02, diffs
+    print("DDP(2, sync_bn) vs one process, |metric difference| (fractions):", json.dumps(diffs))
+    assert max(diffs.values()) <= 0.03, diffs
