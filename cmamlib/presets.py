@@ -439,6 +439,8 @@ def _source_dict(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, s
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     d = _read_yaml(p)
+    d.pop("_run", None)  # a run's config.yaml can be used as a config
+    own = d.get("preset")
     base = d.pop("base", None)
     if base is not None:
         b = str(base)
@@ -448,7 +450,7 @@ def _source_dict(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, s
             raise ConfigError(f"config file {p}: 'base: {base}' is circular")
         parent, _ = _source_dict(b, seen + (str(p),))
         d = _deep_merge(parent, d)
-    d.setdefault("preset", str(p))
+    d["preset"] = own if own is not None else str(p)
     return d, str(p)
 
 

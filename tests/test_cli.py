@@ -160,3 +160,203 @@ def test_python_dash_m_entry_point(tiny_data):
     assert "all trials" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "cmamlib"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "check-data" in proc.stderr  # the help lists the commands
+
+
+# ----------------------------------------------------------------------------- presets and overrides
+
+
+def test_presets_resolve_and_paper_values():
+    from cmamlib.presets import PRESETS, load_config
+    from cmamlib.training.cmam import CMAMConfig
+    from cmamlib.training.selftrain import SelfTrainConfig
+
+    assert list(PRESETS) == ["smoke", "cpu-default", "paper-sysu-mm01", "paper-regdb", "paper-sysu-mm02", "paper-llcm"]
+    cpu = load_config("cpu-default")
+    assert cpu.stage1 == CMAMConfig() and cpu.stage2 == SelfTrainConfig() and cpu.data.synthetic
+    smoke = load_config("smoke")
+    assert smoke.stage1.width == smoke.stage2.width == 8 and smoke.stage1.image_size == (32, 16)
+    sizes = {"paper-sysu-mm01": (384, 128), "paper-regdb": (384, 128), "paper-sysu-mm02": (288, 144), "paper-llcm": (288, 144)}
+    for name, size in sizes.items():
+        c = load_config(name)
+        assert c.require_pretrained and c.stage1.pretrained is None and not c.data.synthetic
+        assert c.data.target == name[len("paper-"):] and c.data.source == "market-1501"
+        for s in (c.stage1, c.stage2):
+            assert (s.arch, s.width, s.last_stride, s.image_size, s.amp) == ("resnet50", 64, 1, size, True)
+            assert (s.k1, s.k2, s.min_samples) == (30, 6, 4)
+        assert (c.stage1.batch_size, c.stage1.num_instances, c.stage1.lr) == (64, 16, 3.5e-4)
+        assert (c.stage2.batch_size, c.stage2.num_instances, c.stage2.lr, c.stage2.eps) == (128, 16, 1e-4, 0.4)
+        assert c.stage1.epochs * c.stage1.iters_per_epoch == 30000  # the code's 2 runs x 15k
+        assert c.stage2.epochs * c.stage2.iters_per_epoch == (12000 if size == (384, 128) else 10000)
+    assert load_config("paper-regdb").data.root("target", "/d") == Path("/d/RegDB")
+    assert load_config("smoke").data.root("source", "/d") == Path("/d/Market-1501-synth")
+
+
+def test_overrides_are_typed_and_errors_name_the_key():
+    from cmamlib.presets import ConfigError, load_config
+
+    c = load_config("smoke", ["stage2.eps=0.45", "stage1.image_size=64x32", "stage1.augment.erasing=0",
+                              "init_from=runs/s1", "stage2.kmeans_k=[400,395]", "stage2.match_threshold=none",
+                              "stage1.lr=1e-4", "data.target=RegDB", "stage1.sync_bn=true", "stage2.iters_per_epoch=null"])
+    assert (c.stage2.eps, c.stage1.image_size, c.stage1.augment.erasing, c.init_from) == (0.45, (64, 32), 0.0, "runs/s1")
+    assert (c.stage2.kmeans_k, c.stage2.match_threshold, c.stage1.lr, c.data.target) == ((400, 395), None, 1e-4, "regdb")
+    assert c.stage1.sync_bn is True and c.stage2.iters_per_epoch is None
+    assert c.data.root("target", "d") == Path("d/RegDB-synth")
+    cases = {
+        "stage2.epss=1": r"unknown config key 'stage2.epss' \(did you mean stage2.eps\?\)",
+        "stage2.eps=abc": r"stage2.eps='abc': expected float",
+        "stage1.epochs=1.5": r"stage1.epochs='1.5': expected int",
+        "stage1.use_gray_view=maybe": r"stage1.use_gray_view='maybe': expected bool",
+        "stage1.image_size=1,2,3": r"stage1.image_size=.*expected 2 values",
+        "bogus=1": r"unknown config key 'bogus'",
+        "stage1.augment.flipp=1": r"did you mean stage1.augment.flip",
+        "stage2.batch_size=30": r"stage2: batch_size=30: expected a multiple of num_instances=4",
+        "data.target=cuhk03": r"data.target: unknown dataset name 'cuhk03'",
+        "data.target=llcm": r"synthetic benchmark has no llcm",
+        "stage1": r"expected key=value",
+    }
+    for item, pattern in cases.items():
+        with pytest.raises(ConfigError, match=pattern):
+            load_config("smoke", [item])
+    with pytest.raises(ConfigError, match=r"not a preset \(did you mean paper-sysu-mm02\?\)"):
+        load_config("paper-sysu")
+
+
+def test_yaml_config_with_base_and_saved_config_roundtrip(tmp_path):
+    from cmamlib.presets import ConfigError, load_config, read_config, save_config
+
+    f = tmp_path / "mine.yaml"
+    f.write_text("base: smoke\nstage1:\n  epochs: 3\n  lr: 3.5e-4\nstage2:\n  eps: 0.45\ndata:\n  cache_dir: /tmp/c\n")
+    c = load_config(str(f), ["stage2.eps=0.5"])
+    assert (c.stage1.epochs, c.stage1.lr, c.stage2.eps, c.stage1.width, c.data.cache_dir) == (3, 3.5e-4, 0.5, 8, "/tmp/c")
+    assert c.preset == str(f)
+    save_config(c, tmp_path / "config.yaml", {"command": "x"})
+    assert read_config(tmp_path / "config.yaml") == c
+    (tmp_path / "bad.yaml").write_text("stage1: {epochs: ten}\n")
+    with pytest.raises(ConfigError, match="stage1.epochs='ten': expected int"):
+        load_config(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+# ----------------------------------------------------------------------------- train / evaluate
+
+
+def _cli(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "cmamlib", *argv], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tiny_data, tmp_path_factory):
+    """`train stage1` -> `train stage2 init_from=...` -> `evaluate`, each a subprocess."""
+    out = tmp_path_factory.mktemp("cli_runs")
+    common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
+    p1 = _cli("train", "stage1", *common, "--out", str(out / "s1"))
+    assert p1.returncode == 0, p1.stdout + p1.stderr
+    p2 = _cli("train", "stage2", *common, "--out", str(out / "s2"), f"init_from={out / 's1'}", "stage2.eps=0.5")
+    assert p2.returncode == 0, p2.stdout + p2.stderr
+    pe = _cli("evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
+              str(out / "s2"), "--reports", str(out / "reports"), "--no-progress")
+    assert pe.returncode == 0, pe.stdout + pe.stderr
+    return out, (p1, p2, pe)
+
+
+def test_train_stage1_stage2_evaluate(smoke_runs):
+    import yaml
+
+    from cmamlib.presets import read_config
+
+    out, (p1, p2, pe) = smoke_runs
+    assert "stage1 finished: 2 epochs" in p1.stdout and "stage2 finished: 2 epochs" in p2.stdout
+    for s in ("s1", "s2"):
+        for f in ("config.yaml", "checkpoint.pt", "log.jsonl", "metrics.json"):
+            assert (out / s / f).is_file(), f"{s}/{f}"
+        assert len((out / s / "log.jsonl").read_text().splitlines()) == 2
+    c2 = read_config(out / "s2" / "config.yaml")
+    assert c2.stage2.eps == 0.5 and c2.init_from == str(out / "s1") and c2.preset == "smoke"
+    run_block = yaml.safe_load((out / "s2" / "config.yaml").read_text())["_run"]
+    assert run_block["stage"] == "stage2" and run_block["data"]["init_from_resolved"] == str((out / "s1").resolve())
+    m1 = json.loads((out / "s1" / "metrics.json").read_text())
+    assert m1["stage"] == "stage1" and m1["epochs"] == 2 and m1["config"]["stage1"]["width"] == 8 and "_meta" in m1
+    # the report of evaluate: the notebooks' JSON (write_metrics) + the run's config beside it
+    rep = out / "reports" / "eval_s2_sysu-mm01"
+    m = json.loads((rep / "metrics.json").read_text())
+    assert m["stage"] == "stage2" and m["complete"] and m["protocol"] == "baseline"
+    assert set(m["results"]) == {"all", "indoor"} and m["results"]["all"]["num_trials"] == 10
+    assert 0 <= m["summary"]["all_mAP"] <= 1 and m["config"]["stage2"]["eps"] == 0.5 and "_meta" in m
+    assert read_config(rep / "config.yaml") == c2
+    assert "sysu/all" in pe.stdout and "written:" in pe.stdout
+
+
+def test_rerun_resumes_and_a_changed_config_is_refused(smoke_runs, tiny_data, capsys):
+    out, _ = smoke_runs
+    common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
+    before = (out / "s1" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(["train", "stage1", *common, "--out", str(out / "s1")]) == 0  # finished: returns at once
+    assert (out / "s1" / "checkpoint.pt").stat().st_mtime_ns == before
+    assert "stage1 finished: 2 epochs" in capsys.readouterr().out
+    assert main(["train", "stage1", *common, "--out", str(out / "s1"), "stage1.eps=0.6"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 's1'} holds a stage1 run started with another config (stage1.eps: 0.5 -> 0.6)" in err
+    # hardware fields may change on resume
+    assert main(["train", "stage1", *common, "--out", str(out / "s1"), "stage1.eval_batch_size=32"]) == 0
+
+
+def test_stage2_needs_a_finished_stage1_run(smoke_runs, tiny_data, tmp_path, capsys):
+    import torch
+
+    out, _ = smoke_runs
+    common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress", "--out", str(tmp_path / "s2")]
+    assert main(["train", "stage2", *common]) == 2
+    assert "train stage2 needs the stage-1 run: add init_from=RUN_DIR" in capsys.readouterr().err
+    assert main(["train", "stage2", *common, f"init_from={tmp_path / 'nope'}"]) == 1
+    assert f"stage-1 run {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "stage2", *common, f"init_from={tmp_path / 'empty'}"]) == 1
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert main(["train", "stage2", *common, f"init_from={out / 's2'}"]) == 1  # a stage-2 run
+    assert "is a stage2 run, expected a stage1 run" in capsys.readouterr().err
+    half = tmp_path / "half"
+    shutil.copytree(out / "s1", half)
+    state = torch.load(half / "checkpoint.pt", weights_only=False)
+    state["epoch"] = 0
+    torch.save(state, half / "checkpoint.pt")
+    assert main(["train", "stage2", *common, f"init_from={half}"]) == 1
+    err = capsys.readouterr().err
+    assert "is unfinished: its checkpoint holds epoch 1 of 2" in err and f"--out {half}" in err
+    assert main(["train", "stage2", *common, f"init_from={out / 's1'}", "stage2.width=16"]) == 2
+    assert "the stage-1 backbone differs from stage2's (width: stage 1 8, stage2.width 16)" in capsys.readouterr().err
+    assert not (tmp_path / "s2").exists()  # nothing was started
+
+
+def test_train_usage_errors(tiny_data, tmp_path, capsys):
+    assert main(["train", "--list-presets"]) == 0
+    assert "paper-sysu-mm01" in capsys.readouterr().out
+    assert main(["train", "stage1", "--config", "smoke", "--out", str(tmp_path), "stage1.epochs=zero"]) == 2
+    assert "stage1.epochs='zero': expected int" in capsys.readouterr().err
+    assert main(["train", "stage1", "--config", "paper-sysu-mm01", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "stage1.pretrained=/path/to/resnet50.pth" in capsys.readouterr().err
+    assert main(["train", "stage1", "--config", "smoke", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    assert "Market-1501-synth" in capsys.readouterr().err  # the missing dataset folder is named
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--dataset", "cuhk03", "--root", "x", "--checkpoint", "y"])
+
+
+def test_evaluate_stage1_official_and_other_datasets(smoke_runs, tiny_data, capsys):
+    out, _ = smoke_runs
+    rep = out / "reports"
+    code = main(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
+                 str(out / "s1" / "checkpoint.pt"), "--protocol", "official", "--reports", str(rep), "--no-progress"])
+    assert code == 0 and "sysu-official/all" in capsys.readouterr().out
+    m = json.loads((rep / "eval_s1_sysu-mm01_official" / "metrics.json").read_text())
+    assert m["stage"] == "stage1" and m["results"]["all"]["info"]["protocol"] == "official"
+    code = main(["evaluate", "--dataset", "regdb", "--root", str(tiny_data / "RegDB-synth"), "--checkpoint",
+                 str(out / "s2"), "--reports", str(rep), "--no-progress", "--name", "regdb_eval"])
+    assert code == 0
+    m = json.loads((rep / "regdb_eval" / "metrics.json").read_text())
+    assert set(m["results"]) == {"visible_to_thermal", "thermal_to_visible"} and m["trial"] == 1
+    code = main(["evaluate", "--dataset", "regdb", "--root", str(tiny_data / "RegDB-synth"), "--checkpoint",
+                 str(out / "s2"), "--protocol", "official", "--reports", str(rep), "--no-progress"])
+    assert code == 2 and "exists for sysu-mm01 only" in capsys.readouterr().err
