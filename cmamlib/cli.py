@@ -446,12 +446,12 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
         res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except (RunDirError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         dist.cleanup()
     if main_rank:

@@ -360,3 +360,18 @@ def test_evaluate_stage1_official_and_other_datasets(smoke_runs, tiny_data, caps
     code = main(["evaluate", "--dataset", "regdb", "--root", str(tiny_data / "RegDB-synth"), "--checkpoint",
                  str(out / "s2"), "--protocol", "official", "--reports", str(rep), "--no-progress"])
     assert code == 2 and "exists for sysu-mm01 only" in capsys.readouterr().err
+
+
+def test_resume_accepts_config_fields_added_later():
+    """A checkpoint written before a config field existed (``non_local``, ``sync_bn``)
+    resumes when the run keeps that field's default, and not otherwise."""
+    from dataclasses import replace
+
+    from cmamlib.training.cmam import CMAMConfig
+    from cmamlib.training.common import check_resume_config, config_to_dict
+
+    cfg = CMAMConfig()
+    old = {k: v for k, v in config_to_dict(cfg).items() if k not in ("non_local", "sync_bn")}
+    check_resume_config({"config": old}, cfg, "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"sync_bn: None -> True"):
+        check_resume_config({"config": old}, replace(cfg, sync_bn=True), "checkpoint.pt")
