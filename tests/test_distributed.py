@@ -266,3 +266,43 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     diffs = {k: abs(two["summary"][k] - one["summary"][k]) for k in one["summary"] if k.endswith(("R1", "mAP"))}
     print("DDP(2, sync_bn) vs one process, |metric difference| (fractions):", json.dumps(diffs))
     assert max(diffs.values()) <= 0.03, diffs
+
+
+@pytest.mark.slow
+def test_torchrun_resumes_a_run_started_in_one_process(tiny_data, tmp_path):
+    """A stage-1 run killed after epoch 0 in one process is finished by
+    ``torchrun --nproc_per_node 2`` with the same command (rank 0 reads the checkpoint and
+    broadcasts it): the log continues at epoch 1 and the weights match the
+    uninterrupted single-process run (the global batch does not depend on the number of
+    processes)."""
+    from cmamlib.data.loading import load_images
+    from cmamlib.presets import load_config, save_config
+    from cmamlib.runs import read_records
+    from cmamlib.training.cmam import run_cmam
+    from cmamlib.training.loop import StopTraining
+
+    flags = [*EQUIV, "stage1.sync_bn=true"]
+    cfg = load_config("smoke", flags)
+    records = read_records("market-1501", tiny_data / "Market-1501-synth", ["train"])
+    images = load_images(records, cfg.stage1.image_size, progress=False)
+    out = tmp_path / "s1"
+    save_config(cfg, out / "config.yaml", {"stage": "stage1"})
+
+    def kill(epoch, row):
+        raise StopTraining
+
+    torch.set_num_threads(1)
+    with pytest.raises(StopTraining):
+        run_cmam(cfg.stage1, records, images, run_dir=out, progress=False, on_epoch_end=kill)
+    full = run_cmam(cfg.stage1, records, images, progress=False)
+    _cli(["train", "stage1", "--config", "smoke", "--data-root", str(tiny_data), "--no-progress", "--out", str(out),
+          *flags], torchrun=2)
+    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert "rank_state_hashes" not in rows[0] and rows[1]["world_size"] == 2
+    assert rows[1]["rank_state_hashes"][0] == rows[1]["rank_state_hashes"][1]
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    np.testing.assert_array_equal(state["labels"], full.labels)
+    ref = full.model_rg.state_dict()
+    worst = max(float((state["model_rg"][k].double() - v.double()).abs().max()) for k, v in ref.items())
+    assert worst <= 1e-3, worst
