@@ -443,6 +443,10 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     main_rank = dist.is_main()
+    if main_rank:
+        sync = " (sync_bn)" if stage_cfg.sync_bn and dist.world_size() > 1 else ""
+        print(f"train {args.stage}: config {cfg.preset}, {dist.world_size()} process(es){sync}, "
+              f"global batch {stage_cfg.batch_size}, run folder {args.out}", flush=True)
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
         res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())

@@ -59,6 +59,7 @@ __all__ = [
     "all_gather_tensor",
     "all_reduce_mean",
     "barrier",
+    "broadcast_object",
     "check_batch_split",
     "cleanup",
     "convert_sync_batchnorm",
