@@ -14,8 +14,9 @@ export PYTHONHASHSEED := 0
 # makes torch 2-10x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: env reproduce test data notebooks bench lab clean-env
+.PHONY: env reproduce test test-browser data notebooks bench lab clean-env
 
 env: $(STAMP)
 
@@ -46,6 +47,20 @@ reproduce: data
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
+
+# Real-browser check of notebook 05 (kept out of `make test`): installs Debian's chromium and
+# chromium-driver (apt) and selenium (the `browser` extra) when missing, then runs
+# tests/browser/check_inspector.py: a SMOKE copy of the notebook in JupyterLab (127.0.0.1,
+# free port, token) opened in headless Chromium, run, inspector checked and clicked;
+# screenshots and result.json in reports/browser/.
+test-browser: $(STAMP)
+	@start=$$(date +%s); \
+	if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || exit 1; \
+	fi; \
+	$(PYTHON) -c "import selenium" 2>/dev/null || $(BIN)/pip install -q -e ".[browser]" || exit 1; \
+	$(PYTHON) tests/browser/check_inspector.py --out reports/browser; rc=$$?; \
+	echo "test-browser: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 bench: $(STAMP)
 	@fail=""; for b in $(sort $(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(PYTHON) $$b || fail="$$fail $$b"; done; \

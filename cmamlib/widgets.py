@@ -586,14 +586,10 @@ class PseudoLabelInspector:
         shown = m[pg * self.page_size: (pg + 1) * self.page_size]
         maj = self.majority[side].get(cid)
         for w, i in zip(pool, shown):
+            # no ``tooltip`` on Image widgets: the JupyterLab ImageView (jupyterlab_widgets 3.0)
+            # then fails to render ("reading 'length'" of the description an Image lacks)
             w.value = self.thumbnail(int(i))
-            r = self.records[int(i)]
-            tip = f"record {int(i)} · cam {r.camid}"
-            bad = False
-            if self.true_pids is not None:
-                tip += f" · true id {int(self.true_pids[i])}"
-                bad = int(self.true_pids[i]) != maj
-            w.tooltip = tip
+            bad = self.true_pids is not None and int(self.true_pids[i]) != maj
             w.layout.border = "2px solid #d00" if bad else "2px solid transparent"
         grid.children = tuple(pool[: len(shown)])
         page_lbl.value = f"&nbsp;page {pg + 1}/{pages} · {len(m)} images&nbsp;"
