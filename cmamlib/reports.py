@@ -213,6 +213,24 @@ def _render_gap(m: dict) -> list[str]:
     return out
 
 
+@section("05_inspector")
+def _render_inspector(m: dict) -> list[str]:
+    c = m.get("clusters", {})
+    v, i = c.get("visible", {}), c.get("infrared", {})
+    out = [f"**Pseudo labels seen by the inspector** (`reports/05_inspector/metrics.json`; stage-2 `{m.get('variant')}` "
+           f"run, seed {m.get('seed')}, the clustering its next epoch would use"
+           + (", SMOKE run" if m.get("smoke") else "") + "): "
+           f"{v.get('clusters')} visible clusters ({_pct(v.get('noise_fraction'))}% noise, purity {_pct(v.get('purity'))}%), "
+           f"{i.get('clusters')} infrared clusters ({_pct(i.get('noise_fraction'))}% noise, purity {_pct(i.get('purity'))}%), "
+           f"{m.get('pairs')} cross-modality pairs of which {m.get('pairs_correct')} correct "
+           f"({_pct(m.get('pairs_correct_fraction'))}%)."]
+    ub, ua = m.get("unified_before", {}), m.get("unified_after_overrides", {})
+    if ub and ua:
+        out[0] += (f" Scripted corrections (true identities standing in for a person's clicks, {len(m.get('actions', []))} "
+                   f"actions) move the shared labels' ARI from {ub.get('ari', 0):.3f} to {ua.get('ari', 0):.3f}.")
+    return out
+
+
 def render_results(root: str | os.PathLike = "reports") -> str:
     """The README results section, from every registered ``metrics.json`` that exists."""
     parts: list[str] = []
