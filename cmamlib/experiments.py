@@ -232,6 +232,9 @@ def config_dict(cfg) -> dict:
 #: Stage-2 rows of the results table: (stage-1 init, SelfTrainConfig overrides).
 STAGE2_VARIANTS: dict[str, tuple[str | None, dict]] = {
     "full": ("cmam", {}),
+    # the full method from stage 1 with a tenth of the SIM weight (notebook 02's row (iv'),
+    # the stage-1 variant that learns the source best from random init)
+    "full_sim005": ("cmam_sim005", {}),
     "no_stage1": (None, {}),
     "stage1_rgb_only": ("rgb_only", {}),
     "no_bipartite": ("cmam", {"cluster_mode": "joint"}),

@@ -96,7 +96,7 @@ def _check_03(m):
         assert k in h
     assert "above_every_ablation_all_mAP" in m["goal"]
     reg = m["regdb"]
-    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "supervised"]
+    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "full_sim005", "supervised"]
     for r in reg["rows"]:
         for k in ("v2t_R1", "v2t_mAP", "t2v_R1", "t2v_mAP"):
             assert 0.0 <= r[k] <= 1.0
