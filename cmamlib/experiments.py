@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from .data import read_market1501, read_sysu_mm01, sysu_query_gallery
 from .data.loading import load_images
@@ -479,7 +480,7 @@ def regdb_experiment(
     per_seed: dict[str, list[dict]] = {}
     per_split: dict[str, dict[int, list[dict]]] = {}
     seconds: dict[str, float] = {}
-    bar = _tqdm(total=len(names) * len(seeds) * len(splits), desc="RegDB runs", disable=not progress)
+    bar = tqdm(total=len(names) * len(seeds) * len(splits), desc="RegDB runs", disable=not progress)
     for name in names:
         t0 = time.time()
         rows = []
@@ -504,8 +505,3 @@ def regdb_experiment(
     table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, REGDB_KEYS)} for name, rows in per_seed.items()]
     return {"rows": table, "per_seed": per_seed, "per_split": per_split, "seconds": seconds, "splits": list(splits)}
 
-
-def _tqdm(**kw):
-    from tqdm.auto import tqdm
-
-    return tqdm(**kw)
