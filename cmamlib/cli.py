@@ -68,6 +68,10 @@ PUBLISHED_COUNTS: dict[str, dict[str, dict[str, int]]] = {
         "test (trial 1)": {"ids": 206, "visible": 2060, "infrared": 2060},
         "all trials": {"ids": 412, "visible": 4120, "infrared": 4120},
     },
+    "llcm": {  # Zhang & Wang, CVPR 2023 (DEEN), Sec. 4.2
+        "train": {"ids": 713, "visible": 16946, "infrared": 13975},
+        "test": {"ids": 351, "visible": 8680, "infrared": 7166},
+    },
     "market-1501": {
         "train": {"ids": 751, "visible": 12936, "infrared": 0},
         "query": {"visible": 3368, "infrared": 0},
@@ -87,6 +91,7 @@ FOOTNOTES: dict[str, str] = {
     "regdb": "the 10 trials are all read; 'all trials' is their union",
     "market-1501": "junk (pid -1) dropped, distractors (pid 0) kept in the gallery, as torchreid",
     "msmt17": "published train = list_train + list_val",
+    "llcm": "published: 46,767 images of 1,064 ids in all (the train + test figures above sum to 44,830)",
 }
 
 MAX_LISTED = 20
@@ -424,6 +429,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .data.records import DatasetError
     from .presets import ConfigError, load_config
     from .runs import RunDirError, train_stage1, train_stage2
+    from .training.common import CheckpointError
 
     if args.list_presets:
         print(_list_presets())
@@ -450,7 +456,7 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
         res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())
-    except (RunDirError, DatasetError, FileNotFoundError) as e:
+    except (RunDirError, DatasetError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)

@@ -759,6 +759,7 @@ def pseudo_labels(
     min_samples: int = 4,
     sparse_above: int = 20000,
     camids: np.ndarray | None = None,
+    knn_backend: str = "torch",
 ) -> np.ndarray:
     """Jaccard distance + DBSCAN pseudo labels, as cluster-contrast re-ID and the CMAM
     authors' code compute them once per epoch.
@@ -773,6 +774,8 @@ def pseudo_labels(
         camids: optional (N,) camera ids: features are first centred per camera
             (:func:`camera_centre`), so that clusters follow identities across cameras
             instead of camera look-alikes.
+        knn_backend: kNN search of the Jaccard distance (:func:`knn_self_first`):
+            ``"torch"``, ``"faiss"`` (optional dependency) or ``"auto"``.
 
     Returns:
         (N,) int64 labels 0..K-1, -1 for noise.
@@ -783,9 +786,9 @@ def pseudo_labels(
     k1 = min(int(k1), n - 1)
     k2 = min(int(k2), k1)
     if n > sparse_above and eps < 1:
-        dist = jaccard_distance_sparse(features, k1=k1, k2=k2)
+        dist = jaccard_distance_sparse(features, k1=k1, k2=k2, knn_backend=knn_backend)
     else:
-        dist = jaccard_distance(features, k1=k1, k2=k2)
+        dist = jaccard_distance(features, k1=k1, k2=k2, knn_backend=knn_backend)
     return cluster_dbscan(dist, eps=eps, min_samples=min_samples)
 
 

@@ -43,6 +43,7 @@ def extract_features(
     flip: bool = True,
     device: str | torch.device | None = None,
     amp: bool = False,
+    amp_dtype: str | None = None,
     progress: bool = True,
     normalize: bool = True,
     desc: str = "features",
@@ -67,7 +68,9 @@ def extract_features(
             ``"images"``/``"image"``/``"img"`` entry is accepted too.
         flip: average with the horizontally flipped batch.
         device: where to run; default: the device of the model's parameters.
-        amp: autocast (float16 on CUDA, bfloat16 elsewhere).
+        amp: autocast.
+        amp_dtype: its dtype, ``"float16"`` or ``"bfloat16"``; None: float16 on CUDA,
+            bfloat16 elsewhere.
         progress: ``tqdm.auto`` progress bar (total = ``len(batches)`` when defined).
         normalize: L2-normalise each output row.
         desc: progress-bar label.
@@ -79,7 +82,11 @@ def extract_features(
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):
         model.eval()
-    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    if amp_dtype is None:
+        amp_dtype = "float16" if dev.type == "cuda" else "bfloat16"
+    if amp_dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"amp_dtype={amp_dtype!r}: expected 'float16' or 'bfloat16'")
+    cast = torch.float16 if amp_dtype == "float16" else torch.bfloat16
     try:
         total = len(batches)  # type: ignore[arg-type]
     except TypeError:
@@ -88,7 +95,7 @@ def extract_features(
     try:
         for batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
             x = _images_of(batch).to(dev, non_blocking=True)
-            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp):
+            with torch.autocast(device_type=dev.type, dtype=cast, enabled=amp):
                 f = model(x).float()
                 if flip:
                     f = (f + model(torch.flip(x, dims=[3])).float()) / 2

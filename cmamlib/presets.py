@@ -122,6 +122,11 @@ class DataConfig:
         target_dir: as ``source_dir``.
         regdb_trial: RegDB split (1..10) whose training images stage 2 trains on.
         cache_dir: decoded-image cache (``.npy``, memory-mapped on reuse) or None.
+        decode_workers: image-decoding threads (None: one per core).
+        skip_unreadable: an unreadable training image (truncated, not an image,
+            missing) stops the run naming its path (False, default), or is skipped and
+            listed in ``<run>/skipped_images.txt`` and the run's ``metrics.json`` (True).
+            Test images are never skipped.
     """
 
     synthetic: bool = True
@@ -132,6 +137,8 @@ class DataConfig:
     target_dir: str | None = None
     regdb_trial: int = 1
     cache_dir: str | None = None
+    decode_workers: int | None = None
+    skip_unreadable: bool = False
 
     def validate(self) -> None:
         from .data.readers import DATASET_SPLITS, _canonical_name

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import distributed as dist
+from .training.common import RESUME_FREE_FIELDS
 from .presets import ConfigError, RunConfig, config_dict, diff_configs, read_config, save_config
 
 __all__ = [
@@ -47,7 +48,7 @@ STAGES = {"cmam": "stage1", "selftrain": "stage2"}
 """Checkpoint ``stage`` entry -> command-line stage name."""
 
 #: Stage fields that may change when a run is resumed (hardware, not method).
-RESUME_FREE = ("device", "eval_batch_size")
+RESUME_FREE = RESUME_FREE_FIELDS
 
 
 class RunDirError(RuntimeError):
@@ -69,17 +70,50 @@ def read_records(dataset: str, root: str | os.PathLike, splits: Sequence[str], t
     return out
 
 
-def _load_images(records: Sequence, size: Sequence[int], cache_dir: str | None, progress: bool, desc: str) -> torch.Tensor:
+def _load_images(records: Sequence, size: Sequence[int], cache_dir: str | None, progress: bool, desc: str,
+                 workers: int | None = None) -> torch.Tensor:
     """Decode once; with a cache folder in a distributed run, rank 0 fills the cache first."""
     from .data.loading import load_images
 
     first = cache_dir is not None and dist.is_distributed()
     if first and not dist.is_main():
         dist.barrier()
-    images = load_images(records, tuple(size), cache_dir=cache_dir, progress=progress and dist.is_main(), desc=desc)
+    images = load_images(records, tuple(size), workers=workers, cache_dir=cache_dir,
+                         progress=progress and dist.is_main(), desc=desc)
     if first and dist.is_main():
         dist.barrier()
     return images
+
+
+SKIPPED_FILE = "skipped_images.txt"
+
+
+def _load_training_images(records: list, size: Sequence[int], cfg: RunConfig, out: Path, progress: bool,
+                          desc: str) -> tuple[list, torch.Tensor, list[str]]:
+    """The training images of a run: every one decoded (:func:`_load_images`), or, with
+    ``data.skip_unreadable``, the readable ones, the others listed by path with the
+    reason in ``<out>/skipped_images.txt`` (rank 0) and a warning.
+
+    Returns:
+        ``(records kept, (M, 3, H, W) uint8 images, skipped paths)``.
+    """
+    if not cfg.data.skip_unreadable:
+        return records, _load_images(records, size, cfg.data.cache_dir, progress, desc, cfg.data.decode_workers), []
+    from .data.loading import load_readable_images
+
+    got = load_readable_images(records, tuple(size), workers=cfg.data.decode_workers, cache_dir=cfg.data.cache_dir,
+                               progress=progress and dist.is_main(), desc=desc)
+    if not got.kept:
+        raise RunDirError(f"data.skip_unreadable: none of the {len(records)} training images could be read "
+                          f"(first: {got.skipped[0][1]})")
+    skipped = [p for p, _ in got.skipped]
+    if dist.is_main() and skipped:
+        (out / SKIPPED_FILE).write_text("".join(f"{p}\t{why}\n" for p, why in got.skipped))
+        import warnings
+
+        warnings.warn(f"skip_unreadable: skipped {len(skipped)} unreadable training image(s), listed in "
+                      f"{out / SKIPPED_FILE}; first: {got.skipped[0][1]}", stacklevel=2)
+    return [records[i] for i in got.kept], got.images, skipped
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -168,7 +202,8 @@ def train_stage1(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.Pat
     records = read_records(cfg.data.source, root, cfg.data.source_splits)
     data = {"source": cfg.data.source, "root": str(root), "splits": list(cfg.data.source_splits), "images": len(records)}
     dist.run_on_main(lambda: _prepare_run_dir(out, cfg, "stage1", {"command": command, "data": data}))
-    images = _load_images(records, s1.image_size, cfg.data.cache_dir, progress, f"{cfg.data.source} images")
+    records, images, skipped = _load_training_images(records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images")
+    data.update(images=len(records), skipped_images=skipped)
     res = run_cmam(s1, records, images, run_dir=out, resume=True, progress=progress)
     if dist.is_main():
         _write_summary(out, _summary("stage1", res, out, cfg, data))
@@ -320,7 +355,8 @@ def train_stage2(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.Pat
     if cfg.data.target == "regdb":
         data["regdb_trial"] = cfg.data.regdb_trial
     dist.run_on_main(lambda: _prepare_run_dir(out, cfg, "stage2", {"command": command, "data": data}))
-    images = _load_images(records, s2.image_size, cfg.data.cache_dir, progress, f"{cfg.data.target} images")
+    records, images, skipped = _load_training_images(records, s2.image_size, cfg, out, progress, f"{cfg.data.target} images")
+    data.update(images=len(records), skipped_images=skipped)
     res = run_selftrain(s2, records, images, init_models=init, run_dir=out, resume=True, progress=progress)
     if dist.is_main():
         _write_summary(out, _summary("stage2", res, out, cfg, data))

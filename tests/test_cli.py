@@ -142,7 +142,8 @@ def test_layout_errors_exit_1(tmp_path, capsys):
 def test_llcm_msmt17_and_list(tmp_path, capsys):
     from test_readers import make_csv, make_llcm, make_msmt17
 
-    assert run(capsys, "llcm", str(make_llcm(tmp_path / "LLCM")))[0] == 0
+    code, out = run(capsys, "llcm", str(make_llcm(tmp_path / "LLCM")))
+    assert code == 0 and "(16,946)" in out and "(7,166)" in out and " * (" in out
     code, out = run(capsys, "msmt17", str(make_msmt17(tmp_path / "MSMT17")))
     assert code == 0 and "train+val" in out and "(32,621)" in out
     code, out = run(capsys, "list", str(make_csv(tmp_path / "csv")))

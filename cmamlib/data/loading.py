@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,11 +36,22 @@ def _decode(path: str, size: tuple[int, int]) -> np.ndarray:
         raise DatasetError(f"image {path}: cannot decode as an image ({type(e).__name__}: {e})") from None
 
 
+def _decode_or_reason(path: str, size: tuple[int, int]) -> np.ndarray | str:
+    """:func:`_decode`, or the error message (naming the path) of an unreadable image."""
+    try:
+        return _decode(path, size)
+    except DatasetError as e:
+        return str(e)
+
+
 def _cache_key(paths: Sequence[str], size: tuple[int, int]) -> str:
     h = hashlib.sha1()
     h.update(f"{size[0]}x{size[1]}\n".encode())
     for p in paths:
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise DatasetError(f"image {p}: cannot stat ({e.strerror})") from None
         h.update(f"{p}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())
     return h.hexdigest()[:20]
 
@@ -80,19 +92,90 @@ def load_images(
             if arr.shape == (len(paths), 3, h, w):
                 return torch.from_numpy(np.ascontiguousarray(arr))
     out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as ex:
-        it = ex.map(lambda p: _decode(p, (h, w)), paths, chunksize=1)
-        for i, a in enumerate(tqdm(it, total=len(paths), desc=desc, disable=not progress, leave=False)):
-            out[i] = a
+    _decode_into(out, paths, (h, w), workers, progress, desc, bad=None)
     t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npy")
-        np.save(tmp, t.numpy())
-        os.replace(tmp, cache_file)
+        _save_cache(t, cache_file)
     return t
+
+
+def _save_cache(t: torch.Tensor, cache_file: Path) -> None:
+    """Write the ``.npy`` cache atomically (temp file + rename)."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npy")
+    np.save(tmp, t.numpy())
+    os.replace(tmp, cache_file)
+
+
+def _decode_into(out: np.ndarray, paths: Sequence[str], size: tuple[int, int], workers: int | None,
+                 progress: bool, desc: str, bad: list[tuple[int, str]] | None) -> None:
+    """Decode ``paths`` into the rows of ``out`` ``(N, H, W, 3)`` in parallel threads.
+    ``bad`` None: the first unreadable image raises; a list: ``(row, message)`` of every
+    unreadable image is appended and its row left as it was."""
+    from tqdm.auto import tqdm
+
+    fn = _decode if bad is None else _decode_or_reason
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as ex:
+        it = ex.map(lambda p: fn(p, size), paths, chunksize=1)
+        for i, a in enumerate(tqdm(it, total=len(paths), desc=desc, disable=not progress, leave=False)):
+            if isinstance(a, str):
+                bad.append((i, a))  # type: ignore[union-attr]
+            else:
+                out[i] = a
+
+
+@dataclass
+class ReadableImages:
+    """What :func:`load_readable_images` returns.
+
+    Attributes:
+        images: ``(M, 3, H, W)`` uint8, the readable images, in record order.
+        kept: the M indices (into the input records) of those rows.
+        skipped: ``(path, reason)`` of every unreadable image, in record order.
+    """
+
+    images: torch.Tensor
+    kept: list[int]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_readable_images(
+    records: Sequence[Record] | Sequence[str],
+    size: tuple[int, int],
+    workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    desc: str = "decoding",
+) -> ReadableImages:
+    """:func:`load_images` that skips unreadable images instead of stopping (the
+    ``skip_unreadable: true`` option of a training run): every image is tried, the
+    unreadable ones are listed by path with the reason, the others returned.
+
+    The cache (``cache_dir``) is used and written only when every image is readable.
+    """
+    paths = [r.path if isinstance(r, Record) else str(r) for r in records]
+    h, w = int(size[0]), int(size[1])
+    every = list(range(len(paths)))
+    cache_file = None
+    if cache_dir is not None and paths:
+        try:
+            cache_file = Path(cache_dir) / f"images_{_cache_key(paths, (h, w))}.npy"
+        except DatasetError:  # a missing file: decode (and list) without the cache
+            cache_dir = None
+        if cache_file is not None and cache_file.exists():
+            return ReadableImages(load_images(paths, (h, w), workers, cache_dir, progress, desc), every)
+    out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
+    bad: list[tuple[int, str]] = []
+    _decode_into(out, paths, (h, w), workers, progress, desc, bad=bad)
+    if not bad:
+        t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+        if cache_file is not None and cache_dir is not None:  # all readable: the same cache as load_images
+            _save_cache(t, cache_file)
+        return ReadableImages(t, every)
+    bad_rows = {i for i, _ in bad}
+    kept = [i for i in range(len(paths)) if i not in bad_rows]
+    t = torch.from_numpy(out[kept]).permute(0, 3, 1, 2).contiguous()
+    return ReadableImages(t, kept, [(paths[i], msg) for i, msg in bad])
 
 
 def iterate_batches(

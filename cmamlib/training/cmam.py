@@ -55,7 +55,19 @@ from ..losses import SimilarityMatrixLoss, SymmetricKL, TripletLoss
 from ..memory import ClusterMemory
 from ..models import ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
-from .common import Checkpointer, JsonlLogger, autocast, check_resume_config, config_to_dict, make_optimizer, make_scaler, set_lr
+from .common import (
+    Checkpointer,
+    JsonlLogger,
+    autocast,
+    check_amp_dtype,
+    check_resume_config,
+    config_to_dict,
+    gather_batch,
+    make_optimizer,
+    make_scaler,
+    set_lr,
+    to_memory_format,
+)
 from .loop import StopTraining, ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
 
 __all__ = ["CMAMConfig", "CMAMResult", "run_cmam", "VARIANTS"]
@@ -110,6 +122,15 @@ class CMAMConfig:
         fusion: how the shared label space fuses the two networks' features.
         augment: crop / flip / erasing (both views share them).
         seed / device / amp: reproducibility and hardware.
+        amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
+            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer).
+        channels_last: model and batches in ``channels_last`` memory format (GPU speed;
+            same values).
+        pin_memory: on CUDA, stage each batch in pinned memory and copy it
+            asynchronously (:func:`cmamlib.training.common.gather_batch`).
+        knn_backend: kNN of the Jaccard distance: ``"torch"`` (exact chunked top-k on the
+            CPU, default), ``"faiss"`` (needs ``pip install faiss-cpu`` or ``faiss-gpu``;
+            never required) or ``"auto"`` (faiss when importable).
         eval_batch_size: inference batch.
         sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
             global batch of all ranks instead of each rank's slice
@@ -159,10 +180,17 @@ class CMAMConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "float16"
+    channels_last: bool = False
+    pin_memory: bool = True
+    knn_backend: str = "torch"
     eval_batch_size: int = 256
     sync_bn: bool = False
 
     def validate(self) -> None:
+        check_amp_dtype(self.amp_dtype)
+        if self.knn_backend not in ("torch", "faiss", "auto"):
+            raise ValueError(f"knn_backend={self.knn_backend!r}: expected 'torch', 'faiss' or 'auto'")
         if self.label_space not in ("shared", "per_network"):
             raise ValueError(f"label_space={self.label_space!r}: expected 'shared' or 'per_network'")
         if self.rg2g_teacher_view not in ("rgb", "gray"):
@@ -212,8 +240,9 @@ class CMAMResult:
 
 
 def _new_model(cfg: CMAMConfig, device: torch.device) -> ReIDNet:
-    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local,
+    model = build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local,
                        pretrained=cfg.pretrained).to(device)
+    return to_memory_format(model, cfg.channels_last)
 
 
 def run_cmam(
@@ -270,7 +299,7 @@ def run_cmam(
             dist.convert_sync_batchnorm(m, device)
     params = [p for m in nets for p in m.parameters()]
     opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
-    scaler = make_scaler(device, cfg.amp)
+    scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
     ema_rg = make_ema(model_rg) if cfg.ema else None
     ema_g = make_ema(model_g) if (cfg.ema and model_g is not None) else None
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -299,9 +328,9 @@ def run_cmam(
     for epoch in range(start_epoch, cfg.epochs):
         te = time.time()
         # ---- pseudo labels ---------------------------------------------------------
-        f_rgb = extract(model_rg, images, device, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features F_rg", distributed=True)
+        f_rgb = extract(model_rg, images, device, cfg.eval_batch_size, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features F_rg", distributed=True)
         f_gray = (
-            extract(model_g, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch, amp=cfg.amp, progress=progress, desc="features F_g", distributed=True)
+            extract(model_g, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features F_g", distributed=True)
             if model_g is not None
             else None
         )
@@ -312,11 +341,11 @@ def run_cmam(
                 labels = np.arange(len(source_records))
                 labels_g = labels
             elif cfg.label_space == "shared":
-                labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams)
+                labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend)
                 labels_g = labels
             else:
-                labels = pseudo_labels(f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams)
-                labels_g = pseudo_labels(f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams) if f_gray is not None else labels
+                labels = pseudo_labels(f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend)
+                labels_g = pseudo_labels(f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend) if f_gray is not None else labels
             return labels, labels_g
 
         labels, labels_g = dist.run_on_main(_pseudo_labels)
@@ -354,7 +383,8 @@ def run_cmam(
         ts = time.time()
         for i, idx in enumerate(tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)):
             idx_t = torch.as_tensor(idx)
-            x = augment(to_float(images[idx_t].to(device, non_blocking=True)), cfg.augment, gen)
+            x = augment(to_float(gather_batch(images, idx_t, device, cfg.pin_memory)), cfg.augment, gen)
+            x = to_memory_format(x, cfg.channels_last)
             xg = gray_of_normalised(x, cfg.gray_mode, gen) if cfg.use_gray_view else None
             y, y_g = lab_t[idx_t.to(device)], lab_g_t[idx_t.to(device)]
             if dist.is_distributed():  # this rank's slice of the global batch
@@ -440,7 +470,7 @@ def _step_losses(
     b = x.shape[0]
     out: dict[str, torch.Tensor] = {}
     gather = dist.gather_with_grad
-    with autocast(device, cfg.amp):
+    with autocast(device, cfg.amp, cfg.amp_dtype):
         if cfg.use_gray_view:
             o = model_rg(torch.cat([x, xg]))
             f_rgb, f_rgg = o.bn_feat[:b], o.bn_feat[b:]

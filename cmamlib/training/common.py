@@ -43,8 +43,18 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
+AMP_DTYPES = ("float16", "bfloat16")
+
+
+def check_amp_dtype(dtype: str) -> None:
+    """Refuse an ``amp_dtype`` other than :data:`AMP_DTYPES`, naming the value."""
+    if dtype not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype={dtype!r}: expected one of {list(AMP_DTYPES)}")
+
+
 def autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
     """``torch.autocast`` on CUDA (float16 or bfloat16) when enabled, else a no-op context."""
+    check_amp_dtype(dtype)
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float16)
@@ -53,6 +63,32 @@ def autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
 def make_scaler(device: torch.device, enabled: bool, dtype: str = "float16"):
     """GradScaler for float16 AMP on CUDA; a disabled scaler otherwise (bf16 needs none)."""
     return torch.amp.GradScaler("cuda", enabled=bool(enabled and device.type == "cuda" and dtype == "float16"))
+
+
+def to_memory_format(module_or_batch, channels_last: bool):
+    """A model (in place) or a ``(B, C, H, W)`` batch in ``channels_last`` memory format
+    when asked (faster convolutions with AMP on recent NVIDIA GPUs); unchanged otherwise.
+    The values are the same either way (tested on CPU)."""
+    if not channels_last:
+        return module_or_batch
+    if isinstance(module_or_batch, torch.nn.Module):
+        return module_or_batch.to(memory_format=torch.channels_last)
+    return module_or_batch.contiguous(memory_format=torch.channels_last)
+
+
+def gather_batch(images: torch.Tensor, idx: torch.Tensor, device: torch.device, pin_memory: bool = True) -> torch.Tensor:
+    """Rows ``idx`` of the decoded ``(N, 3, H, W)`` uint8 image store, on ``device``.
+
+    On CUDA with ``pin_memory`` the gathered rows are staged in page-locked memory and
+    copied asynchronously (``non_blocking``), so the copy overlaps the previous step's
+    kernels; on a CPU the rows are simply indexed. A store already on ``device`` is
+    indexed there."""
+    if images.device == device:
+        return images[idx.to(device)]
+    rows = images[idx.cpu()]
+    if pin_memory and device.type == "cuda":
+        rows = rows.pin_memory()
+    return rows.to(device, non_blocking=True)
 
 
 class JsonlLogger:
@@ -119,6 +155,11 @@ def config_from_dict(cls, d: dict):
     return cls(**kw)
 
 
+class CheckpointError(OSError):
+    """Writing a checkpoint failed (disk full, permission...); names the path and says
+    that the previous checkpoint is intact."""
+
+
 class Checkpointer:
     """Per-epoch checkpoints of a run folder, written atomically.
 
@@ -130,6 +171,10 @@ class Checkpointer:
 
     def __init__(self, run_dir: str | os.PathLike | None):
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None and self.run_dir.is_dir():
+            # temp files of a run killed while writing (never a complete checkpoint)
+            for tmp in self.run_dir.glob(".checkpoint.pt.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     @property
     def path(self) -> Path | None:
@@ -139,7 +184,14 @@ class Checkpointer:
         if self.path is None:
             return
         state = dict(state, saved_at=time.time())
-        atomic_save(state, self.path)
+        try:
+            atomic_save(state, self.path)
+        except OSError as e:  # disk full, permission, quota, I/O error
+            kept = "the previous checkpoint there is intact" if self.path.exists() else "no checkpoint was written before"
+            raise CheckpointError(
+                e.errno, f"could not write checkpoint {self.path} (epoch {state.get('epoch')}): "
+                f"{e.strerror or e}; {kept}: free space or fix permissions and rerun to resume"
+            ) from e
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.exists():
@@ -148,7 +200,7 @@ class Checkpointer:
 
 
 #: Config fields that may differ between a run and its resumption (hardware, not method).
-RESUME_FREE_FIELDS = ("device", "eval_batch_size")
+RESUME_FREE_FIELDS = ("device", "eval_batch_size", "channels_last", "pin_memory")
 
 
 def check_resume_config(state: dict, cfg: Any, path: Any) -> None:

@@ -38,12 +38,14 @@ def extract(
     gray: str | None = None,
     seed: int = 0,
     amp: bool = False,
+    amp_dtype: str | None = None,
     progress: bool = False,
     desc: str = "features",
     distributed: bool = False,
 ) -> torch.Tensor:
     """Flip-averaged, L2-normalised features ``(N, D)`` of uint8 images ``(N, 3, H, W)``;
-    ``gray`` names a gray mode to feed the gray view instead of the image.
+    ``gray`` names a gray mode to feed the gray view instead of the image; ``amp`` /
+    ``amp_dtype``: :func:`cmamlib.features.extract_features`.
 
     ``distributed=True`` in a distributed run (a collective: every rank must call it):
     each rank extracts a block of whole batches (:func:`cmamlib.distributed.extraction_shard`)
@@ -54,13 +56,13 @@ def extract(
         if hi > lo:
             tf = gray_transform(gray, seed, skip=lo) if gray else None
             batches = iterate_batches(images[lo:hi], batch_size, device=device, transform=tf)
-            part = extract_features(model, batches, device=device, amp=amp, progress=progress and dist.is_main(), desc=desc)
+            part = extract_features(model, batches, device=device, amp=amp, amp_dtype=amp_dtype, progress=progress and dist.is_main(), desc=desc)
         else:
             part = torch.zeros((0, int(model.feat_dim)), dtype=torch.float32)
         return dist.all_gather_tensor(part)
     tf = gray_transform(gray, seed) if gray else None
     batches = iterate_batches(images, batch_size, device=device, transform=tf)
-    return extract_features(model, batches, device=device, amp=amp, progress=progress, desc=desc)
+    return extract_features(model, batches, device=device, amp=amp, amp_dtype=amp_dtype, progress=progress, desc=desc)
 
 
 def fuse(parts: list[torch.Tensor], how: str = "concat") -> torch.Tensor:

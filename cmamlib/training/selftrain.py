@@ -68,11 +68,14 @@ from .common import (
     Checkpointer,
     JsonlLogger,
     autocast,
+    check_amp_dtype,
     check_resume_config,
     config_to_dict,
+    gather_batch,
     make_optimizer,
     make_scaler,
     set_lr,
+    to_memory_format,
 )
 from .loop import ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
 
@@ -153,6 +156,15 @@ class SelfTrainConfig:
             K=400 encodes the known id count). k-means: sklearn ``KMeans`` on the
             L2-normalised fused features (spherical k-means approximation).
         seed / device / amp: reproducibility and hardware.
+        amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
+            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer).
+        channels_last: model and batches in ``channels_last`` memory format (GPU speed;
+            same values).
+        pin_memory: on CUDA, stage each batch in pinned memory and copy it
+            asynchronously (:func:`cmamlib.training.common.gather_batch`).
+        knn_backend: kNN of the Jaccard distance: ``"torch"`` (exact chunked top-k on the
+            CPU, default), ``"faiss"`` (needs ``pip install faiss-cpu`` or ``faiss-gpu``;
+            never required) or ``"auto"`` (faiss when importable).
         eval_batch_size: inference batch.
         sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
             global batch of all ranks (:func:`cmamlib.distributed.convert_sync_batchnorm`);
@@ -198,10 +210,17 @@ class SelfTrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "float16"
+    channels_last: bool = False
+    pin_memory: bool = True
+    knn_backend: str = "torch"
     eval_batch_size: int = 256
     sync_bn: bool = False
 
     def validate(self) -> None:
+        check_amp_dtype(self.amp_dtype)
+        if self.knn_backend not in ("torch", "faiss", "auto"):
+            raise ValueError(f"knn_backend={self.knn_backend!r}: expected 'torch', 'faiss' or 'auto'")
         if self.cluster_mode not in ("per_modality", "joint"):
             raise ValueError(f"cluster_mode={self.cluster_mode!r}: expected 'per_modality' or 'joint'")
         if self.match_unequal not in UNEQUAL:
@@ -447,7 +466,7 @@ def _kmeans(x: torch.Tensor, k: int, seed: int) -> np.ndarray:
 def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int) -> np.ndarray:
     """DBSCAN (``kmeans_k`` None) or k-means labels of already prepared features."""
     if kmeans_k is None:
-        return pseudo_labels(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples)
+        return pseudo_labels(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, knn_backend=cfg.knn_backend)
     return _kmeans(x, kmeans_k, seed)
 
 
@@ -645,13 +664,13 @@ def selftrain_epoch_features(
         ``fused`` is the input of :func:`cluster_and_match`.
     """
     dev = torch.device(device) if device is not None else next(model_a.parameters()).device
-    f_a = extract(model_a, images, dev, cfg.eval_batch_size, amp=cfg.amp, progress=progress, desc="features A",
+    f_a = extract(model_a, images, dev, cfg.eval_batch_size, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features A",
                   distributed=distributed)
     f_b = None
     if model_b is not None:
         f_b = extract(
             model_b, images, dev, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch,
-            amp=cfg.amp, progress=progress, desc="features B (gray)", distributed=distributed,
+            amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features B (gray)", distributed=distributed,
         )
     fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
     return f_a, f_b, fused
@@ -768,15 +787,15 @@ def run_selftrain(
             raise ValueError("init_models: model_b is None but two_models=True (pass F_g, or two_models=False)")
         model_a = copy.deepcopy(init_a)
         model_b = copy.deepcopy(init_b) if cfg.two_models else None
-    model_a = model_a.to(device).train()
+    model_a = to_memory_format(model_a.to(device), cfg.channels_last).train()
     if model_b is not None:
-        model_b = model_b.to(device).train()
+        model_b = to_memory_format(model_b.to(device), cfg.channels_last).train()
     nets = [m for m in (model_a, model_b) if m is not None]
     if cfg.sync_bn:
         for m in nets:
             distributed.convert_sync_batchnorm(m, device)
     opt = make_optimizer([p for m in nets for p in m.parameters()], cfg.lr, cfg.weight_decay)
-    scaler = make_scaler(device, cfg.amp)
+    scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
     ema_a = make_ema(model_a) if (cfg.mutual_ema and model_b is not None) else None
     ema_b = make_ema(model_b) if (cfg.mutual_ema and model_b is not None) else None
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -881,7 +900,8 @@ def run_selftrain(
         desc = f"stage 2 epoch {epoch + 1}/{cfg.total_epochs}"
         for i, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
             idx_t = torch.as_tensor(idx)
-            x = augment(to_float(images[idx_t].to(device, non_blocking=True)), cfg.augment, gen)
+            x = augment(to_float(gather_batch(images, idx_t, device, cfg.pin_memory)), cfg.augment, gen)
+            x = to_memory_format(x, cfg.channels_last)
             xg = gray_of_normalised(x, cfg.gray_mode, gen) if model_b is not None else None
             y = y_all = lab_t[idx_t.to(device)]
             if distributed.is_distributed():  # this rank's slice of the global batch
@@ -982,7 +1002,7 @@ def _step_losses(
     returned memory-update features are those of the whole global batch."""
     out: dict[str, torch.Tensor] = {}
     gather = distributed.gather_with_grad
-    with autocast(device, cfg.amp):
+    with autocast(device, cfg.amp, cfg.amp_dtype):
         f_a = model_a(x).bn_feat
         z_a = mem_a.logits(f_a)
         out["mem_a"] = F.cross_entropy(z_a, y)

@@ -23,7 +23,7 @@ from ..data.transforms import AugmentConfig, augment, gray_view, to_float
 from ..losses import CrossEntropyLabelSmooth, TripletLoss
 from ..models import ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
-from .common import JsonlLogger, autocast, lr_factor, make_optimizer, make_scaler, set_lr
+from .common import JsonlLogger, autocast, gather_batch, lr_factor, make_optimizer, make_scaler, set_lr, to_memory_format
 
 
 @dataclass
@@ -48,6 +48,12 @@ class SupervisedConfig:
         cross_modality_batches: K/2 visible + K/2 infrared per identity.
         augment: spatial / photometric augmentation.
         seed / device / amp: reproducibility and hardware.
+        amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
+            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer).
+        channels_last: model and batches in ``channels_last`` memory format (GPU speed;
+            same values).
+        pin_memory: on CUDA, stage each batch in pinned memory and copy it
+            asynchronously (:func:`cmamlib.training.common.gather_batch`).
     """
 
     arch: str = "resnet18"
@@ -71,6 +77,9 @@ class SupervisedConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "float16"
+    channels_last: bool = False
+    pin_memory: bool = True
 
 
 @dataclass
@@ -115,12 +124,12 @@ def run_supervised(
     labels = relabel([r.pid for r in records])
     is_ir = np.array([r.modality == INFRARED for r in records])
     n_cls = int(labels.max()) + 1
-    model = build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device)
+    model = to_memory_format(build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device), cfg.channels_last)
     classifier = nn.Linear(model.feat_dim, n_cls, bias=False).to(device)
     nn.init.normal_(classifier.weight, std=0.001)
     params = list(model.parameters()) + list(classifier.parameters())
     opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
-    scaler = make_scaler(device, cfg.amp)
+    scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
     ce = CrossEntropyLabelSmooth(cfg.label_smoothing)
     tri = TripletLoss(cfg.triplet_margin)
     if cfg.cross_modality_batches:
@@ -146,15 +155,15 @@ def run_supervised(
         bar = tqdm(list(sampler.batches()), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for idx in bar:
             idx_t = torch.as_tensor(idx)
-            x = to_float(images[idx_t].to(device, non_blocking=True))
+            x = to_float(gather_batch(images, idx_t, device, cfg.pin_memory))
             if cfg.gray_prob > 0:
                 sel = (torch.rand(len(idx), generator=gen) < cfg.gray_prob) & ~is_ir_t[idx_t]
                 if bool(sel.any()):
                     x[sel.to(device)] = gray_view(x[sel.to(device)], cfg.gray_mode, gen)
-            x = augment(x, cfg.augment, gen)
+            x = to_memory_format(augment(x, cfg.augment, gen), cfg.channels_last)
             y = labels_t[idx_t].to(device)
             set_lr(opt, cfg.lr * lr_factor(step, total, warm))
-            with autocast(device, cfg.amp):
+            with autocast(device, cfg.amp, cfg.amp_dtype):
                 out = model(x)
                 logits = classifier(out.bn_feat)
                 l_ce = ce(logits, y)
