@@ -90,9 +90,14 @@ def run_calibration(
     models: Sequence[str] = tuple(MODELS),
     trials: int = 10,
     progress: bool = True,
+    model_configs: dict[str, SupervisedConfig] | None = None,
 ) -> dict:
     """Train and evaluate the calibration models; returns a JSON-serialisable dict with
-    per-seed results, mean/std table rows and the (a)-(d) checks."""
+    per-seed results, mean/std table rows and the (a)-(d) checks.
+
+    ``model_configs`` optionally replaces :func:`model_config`'s training config of some
+    models (probes of a recipe; images are decoded at ``config.image_size``, which such a
+    config must share)."""
     cfg = config or SupervisedConfig()
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -114,7 +119,9 @@ def run_calibration(
             keep = [i for i, r in enumerate(train) if r.modality == VISIBLE]
         else:
             keep = list(range(len(train)))
-        mcfg = model_config(name, cfg)
+        mcfg = (model_configs or {}).get(name) or model_config(name, cfg)
+        if tuple(mcfg.image_size) != tuple(size):
+            raise ValueError(f"model_configs[{name!r}].image_size={mcfg.image_size}: expected config.image_size={size}")
         recs = [train[i] for i in keep]
         imgs = train_img[torch.as_tensor(keep)]
         ts = time.time()

@@ -1,0 +1,62 @@
+"""Is stage 2 limited by its short CPU schedule? The full method from the SIM-0.05
+stage 1 (notebook 03's best row) and the strongest ablation (stage-1 RGB-only init),
+trained for the CPU preset's 6 stage-2 epochs and for longer, on SYSU-MM01-synth.
+
+Reports all-search R1 / mAP and the last epoch's pseudo-label diagnostics (fraction
+of correct cross-modality pairs, unified purity). Not part of ``make bench`` (about
+half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs live in
+``runs/probe_stage2_length/`` (stage 1 is shared with the notebooks' ``runs/stage1``).
+
+    python benchmarks/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from cmamlib import experiments
+from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
+
+DIAGNOSTICS = ("pairs_correct_fraction", "unified_purity", "unified_ari", "vis_clusters", "ir_clusters")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=int, nargs="+", default=[6, 18])
+    ap.add_argument("--variants", nargs="+", default=["full_sim005", "stage1_rgb_only"])
+    ap.add_argument("--out", default="reports/probes/stage2_length.json")
+    args = ap.parse_args()
+    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
+    market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
+    rows = []
+    for variant in args.variants:
+        for epochs in args.epochs:
+            for seed in args.seeds:
+                t0 = time.time()
+                res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, args.runs,
+                                                  progress=False, run_name=f"probe_stage2_length/{variant}_e{epochs}_seed{seed}")
+                m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10)
+                last = res.history[-1]
+                diag = {k: last.get(k) for k in DIAGNOSTICS}
+                row = {"variant": variant, "epochs": epochs, "seed": seed, "seconds": time.time() - t0,
+                       "all_R1": m["all_R1"], "all_mAP": m["all_mAP"], "indoor_mAP": m["indoor_mAP"], "last_epoch": diag}
+                rows.append(row)
+                print(f"{variant:16s} {epochs:3d} epochs seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP "
+                      f"{100 * m['all_mAP']:5.1f} | last epoch {diag} ({row['seconds']:.0f} s)", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "stage2_base": experiments.config_dict(s2)}, indent=1))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
