@@ -1,0 +1,36 @@
+"""Calibration of the synthetic benchmark (notebook 00) at smoke scale."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cmamlib import calibration
+from cmamlib.training.supervised import SupervisedConfig
+
+TINY = SupervisedConfig(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1, iters_per_epoch=2,
+                        device="cpu")
+
+
+def test_model_configs_are_the_documented_recipes():
+    assert calibration.model_config("visible_only", TINY) == TINY
+    c = calibration.model_config("visible_gray", TINY)
+    assert (c.gray_prob, c.gray_mode, c.cross_modality_batches) == (0.5, "luma", False)
+    d = calibration.model_config("visible_infrared", TINY)
+    assert (d.gray_prob, d.gray_mode, d.cross_modality_batches) == (0.5, "luma", True)
+    with pytest.raises(ValueError, match="unknown calibration model 'x'"):
+        calibration.model_config("x", TINY)
+
+
+def test_run_calibration_with_a_probe_config(tiny_data):
+    root = tiny_data / "SYSU-MM01-synth"
+    probe = replace(calibration.model_config("visible_infrared", TINY), epochs=2)
+    res = calibration.run_calibration(root, seeds=(0,), config=TINY, models=("visible_infrared",), trials=2,
+                                      progress=False, model_configs={"visible_infrared": probe})
+    assert set(res["summary"]) == {"visible_infrared"} and "d" in res["checks"]
+    assert 0 <= res["summary"]["visible_infrared"]["mAP"]["mean"] <= 1
+    assert [r["protocol"] for r in res["table"]] == ["SYSU all-search IR->V", "SYSU indoor-search IR->V"]
+    with pytest.raises(ValueError, match=r"model_configs\['visible_infrared'\].image_size"):
+        calibration.run_calibration(root, seeds=(0,), config=TINY, models=("visible_infrared",), trials=2, progress=False,
+                                    model_configs={"visible_infrared": replace(probe, image_size=(64, 32))})
