@@ -24,32 +24,10 @@ import cmamlib.utils as utils
 from cmamlib.cli import main
 from cmamlib.data import DatasetError, read_market1501
 from cmamlib.data.loading import load_images, load_readable_images
-from cmamlib.training.cmam import CMAMConfig, run_cmam
+from cmamlib.training.cmam import run_cmam
 from cmamlib.training.common import CheckpointError, Checkpointer, gather_batch
 from cmamlib.training.supervised import SupervisedConfig, run_supervised
-
-SMOKE = CMAMConfig(
-    width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=2, k1=6, k2=3, eps=0.5,
-    min_samples=2, eval_batch_size=64, kl_start_fraction=0.5, device="cpu", iters_per_epoch=4,
-)
-
-
-@pytest.fixture(scope="module")
-def source(tiny_data):
-    recs = read_market1501(tiny_data / "Market-1501-synth", "train")
-    return recs, load_images(recs, SMOKE.image_size, progress=False)
-
-
-def _weights(res) -> dict:
-    sd = {f"rg.{k}": v for k, v in res.model_rg.state_dict().items()}
-    sd.update({f"g.{k}": v for k, v in res.model_g.state_dict().items()})
-    return sd
-
-
-def _same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+from test_cmam import SMOKE, _same, _weights, source  # noqa: F401  (source: a fixture)
 
 
 def _disk_full_save(obj, f) -> None:

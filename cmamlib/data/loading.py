@@ -56,6 +56,21 @@ def _cache_key(paths: Sequence[str], size: tuple[int, int]) -> str:
     return h.hexdigest()[:20]
 
 
+def _cache_file(cache_dir: str | os.PathLike | None, paths: Sequence[str], size: tuple[int, int]) -> Path | None:
+    """``<cache_dir>/images_<key>.npy`` of these paths and size (None without a cache)."""
+    if cache_dir is None or not paths:
+        return None
+    return Path(cache_dir) / f"images_{_cache_key(paths, size)}.npy"
+
+
+def _read_cache(cache_file: Path | None, n: int, size: tuple[int, int]) -> torch.Tensor | None:
+    """The cached ``(n, 3, H, W)`` images, memory-mapped, or None if absent or stale."""
+    if cache_file is None or not cache_file.exists():
+        return None
+    arr = np.load(cache_file, mmap_mode="r")
+    return torch.from_numpy(np.ascontiguousarray(arr)) if arr.shape == (n, 3, *size) else None
+
+
 def load_images(
     records: Sequence[Record] | Sequence[str],
     size: tuple[int, int],
@@ -84,13 +99,9 @@ def load_images(
     h, w = int(size[0]), int(size[1])
     if h <= 0 or w <= 0:
         raise ValueError(f"image size must be positive (H, W), got {size}")
-    cache_file = None
-    if cache_dir is not None and paths:
-        cache_file = Path(cache_dir) / f"images_{_cache_key(paths, (h, w))}.npy"
-        if cache_file.exists():
-            arr = np.load(cache_file, mmap_mode="r")
-            if arr.shape == (len(paths), 3, h, w):
-                return torch.from_numpy(np.ascontiguousarray(arr))
+    cache_file = _cache_file(cache_dir, paths, (h, w))
+    if (cached := _read_cache(cache_file, len(paths), (h, w))) is not None:
+        return cached
     out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
     _decode_into(out, paths, (h, w), workers, progress, desc, bad=None)
     t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
@@ -156,20 +167,18 @@ def load_readable_images(
     paths = [r.path if isinstance(r, Record) else str(r) for r in records]
     h, w = int(size[0]), int(size[1])
     every = list(range(len(paths)))
-    cache_file = None
-    if cache_dir is not None and paths:
-        try:
-            cache_file = Path(cache_dir) / f"images_{_cache_key(paths, (h, w))}.npy"
-        except DatasetError:  # a missing file: decode (and list) without the cache
-            cache_dir = None
-        if cache_file is not None and cache_file.exists():
-            return ReadableImages(load_images(paths, (h, w), workers, cache_dir, progress, desc), every)
+    try:
+        cache_file = _cache_file(cache_dir, paths, (h, w))
+    except DatasetError:  # a missing file: decode (and list) without the cache
+        cache_file = None
+    if (cached := _read_cache(cache_file, len(paths), (h, w))) is not None:
+        return ReadableImages(cached, every)
     out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
     bad: list[tuple[int, str]] = []
     _decode_into(out, paths, (h, w), workers, progress, desc, bad=bad)
     if not bad:
         t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-        if cache_file is not None and cache_dir is not None:  # all readable: the same cache as load_images
+        if cache_file is not None:  # all readable: the same cache as load_images
             _save_cache(t, cache_file)
         return ReadableImages(t, every)
     bad_rows = {i for i, _ in bad}
