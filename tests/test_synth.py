@@ -180,6 +180,25 @@ def test_regdb_layout(tiny):
         assert not (tr & te)
 
 
+def test_regdb_thermal_twin_replays_the_visible_pose(tiny):
+    """RegDB-synth mimics a dual camera: the k-th thermal image of a person is rendered
+    from its visible twin's draws (same view, pose, scale and background window)."""
+    from cmamlib.data.synth import make_cameras, make_identity, render_image
+
+    out, summary = tiny
+    cfg = PRESETS["tiny"]
+    cams = make_cameras(3, "regdb", cfg)
+    assert np.array_equal(cams[1].view_p, cams[2].view_p) and cams[1].scale == cams[2].scale
+    pid = 1
+    thermal = sorted((out / "RegDB-synth" / "Thermal" / str(pid)).iterdir(), key=lambda p: int(p.name.split("_")[3]))  # by serial = k
+    ident = make_identity(3, "regdb", pid, cfg)
+    twin = render_image(ident, cams[2], np.random.default_rng([3, 2, pid, 1, 0]), cfg)  # the visible key
+    buf = out / "twin.bmp"
+    twin.save(buf, "BMP")
+    assert buf.read_bytes() == thermal[0].read_bytes()
+    buf.unlink()
+
+
 def test_cmamlib_readers_accept_the_trees(tiny):
     from cmamlib.data import read_market1501, read_regdb, read_sysu_mm01, sysu_query_gallery
 

@@ -83,6 +83,12 @@ class SynthConfig:
             visible and one infrared camera are always kept).
         regdb_ids: identities of RegDB-synth (half train, half test per split).
         regdb_per_modality: images per id and modality (RegDB: 10).
+        regdb_paired: RegDB was captured by a co-located visible + thermal dual camera,
+            so its k-th visible and k-th thermal image of a person show the same pose,
+            view, scale and background window; True renders RegDB-synth that way
+            (reconstruction of the capture), False draws the two independently (the
+            earlier generator, under which even the supervised upper bound stayed near
+            chance on RegDB-synth).
         market_train_ids / market_test_ids: Market-1501-synth identities.
         market_per_cam: images per (id, camera) where the id appears (6 cameras).
         ir_luma_weight: ``a`` in ``ir = a*luma + (1-a)*(u + dye)``: how much of a
@@ -128,6 +134,7 @@ class SynthConfig:
     cam_presence: float = 0.85
     regdb_ids: int = 120
     regdb_per_modality: int = 5
+    regdb_paired: bool = True
     market_train_ids: int = 300
     market_test_ids: int = 60
     market_per_cam: int = 2
@@ -354,6 +361,8 @@ def make_cameras(seed: int, domain: str, cfg: SynthConfig) -> dict[int, Camera]:
             size=sizes[cam],
             vignette=float(rng.uniform(0.0, 0.2) if modality == "visible" else rng.uniform(*cfg.ir_vignette)),
         )
+    if domain == "regdb" and cfg.regdb_paired:  # one dual camera: same viewpoint mix and scale
+        cams[2].view_p, cams[2].scale = cams[1].view_p, cams[1].scale
     return cams
 
 
@@ -597,7 +606,9 @@ def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
             idents[key] = make_identity(seed, job.domain, job.pid, cfg)
         if job.domain not in cams:
             cams[job.domain] = make_cameras(seed, job.domain, cfg)
-        rng = np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, job.cam, job.index])
+        # A paired RegDB thermal image replays its visible twin's draws (pose, view, window).
+        cam_key = 1 if job.domain == "regdb" and cfg.regdb_paired else job.cam
+        rng = np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, cam_key, job.index])
         im = render_image(idents[key], cams[job.domain][job.cam], rng, cfg)
         Path(job.path).parent.mkdir(parents=True, exist_ok=True)
         if job.fmt == "JPEG":
