@@ -4,7 +4,7 @@ benchmark: one seed of model (d) per setting, SYSU all-search and indoor (10 tri
 Settings: the notebook-00 recipe (ResNet-18 width 16, 64x32, 40 x 25 steps, luma gray
 view p 0.5, cross-modality batches) and one change each: larger input (96x48,
 128x64), twice the steps, CAJ channel exchange (p 0.5), random-channel instead of
-luma gray. Not part of ``make bench`` (about 12 minutes on 2 cores); writes
+luma gray, 8 instances per identity instead of 4, lr 1e-3. Not part of ``make bench`` (about 12 minutes on 2 cores); writes
 ``reports/probes/upper_bound.json``.
 
     python benchmarks/probe_upper_bound.py [--data data] [--seed 0] [--only NAME ...]
@@ -31,6 +31,8 @@ SETTINGS: dict[str, Callable[[SupervisedConfig], SupervisedConfig]] = {
     "80 epochs (2,000 steps)": lambda c: replace(c, epochs=80),
     "channel exchange p 0.5": lambda c: replace(c, augment=AugmentConfig(channel_aug=0.5)),
     "random-channel gray": lambda c: replace(c, gray_mode="random_channel"),
+    "8 ids x 8 (4 V + 4 IR)": lambda c: replace(c, num_instances=8),
+    "lr 1e-3": lambda c: replace(c, lr=1e-3),
 }
 
 
@@ -40,9 +42,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", default=None, help="names of SETTINGS to run")
     ap.add_argument("--out", default="reports/probes/upper_bound.json")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in --out")
     args = ap.parse_args()
     root = Path(args.data) / "SYSU-MM01-synth"
-    rows = []
+    out = Path(args.out)
+    rows = json.loads(out.read_text())["rows"] if args.append and out.exists() else []
     for name, change in SETTINGS.items():
         if args.only and name not in args.only:
             continue
@@ -57,7 +61,6 @@ def main() -> None:
         rows.append(row)
         print(f"{name:30s} all R1 {100 * row['all_R1']:5.1f} mAP {100 * row['all_mAP']:5.1f} | indoor R1 "
               f"{100 * row['indoor_R1']:5.1f} mAP {100 * row['indoor_mAP']:5.1f}  ({row['seconds']:.0f} s)", flush=True)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=1))
     print("wrote", out)

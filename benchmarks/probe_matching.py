@@ -1,0 +1,114 @@
+"""What limits stage 2's cross-modality pseudo labels: clustering or matching?
+
+For several feature sources on the SYSU-MM01-synth training split (fused, camera-centred
+features, exactly as stage 2 clusters them), two numbers:
+
+* **oracle-cluster matching**: the per-modality clusters are the *true* identities (an
+  oracle, diagnostics only), their centroids are matched by
+  :func:`cmamlib.labeling.match_clusters` with stage 2's cost; the fraction of pairs
+  that join the same identity (chance: 1 / number of identities). This isolates how
+  well the features align the modalities.
+* **stage 2's own labels**: Jaccard + DBSCAN per modality and the same matching
+  (:func:`cmamlib.training.selftrain.cluster_and_match`): clusters, purity, fraction of
+  correct pairs.
+
+Feature sources: random init, the stage-1 pairs (CMAM, CMAM with SIM 0.05, RGB only),
+the final stage-2 pair of the full method, and the supervised V+IR upper bound (one
+model, its features twice). Reuses the runs that ``make reproduce`` cached in ``runs/``
+(trains what is missing). Writes ``reports/probes/matching.json``.
+
+    python benchmarks/probe_matching.py [--data data] [--runs runs] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmamlib import calibration, experiments
+from cmamlib.clustering import camera_centre, label_quality
+from cmamlib.labeling import cluster_centroids, match_clusters
+from cmamlib.models import build_model
+from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import SelfTrainConfig, cluster_and_match, selftrain_features
+from cmamlib.training.supervised import SupervisedConfig
+
+
+def oracle_matching(x: torch.Tensor, is_ir: np.ndarray, pids: np.ndarray, cfg: SelfTrainConfig) -> dict:
+    """Match the true-identity centroids of the two modalities (ids present in both)."""
+    both = np.intersect1d(pids[~is_ir], pids[is_ir])
+    keep_v = ~is_ir & np.isin(pids, both)
+    keep_i = is_ir & np.isin(pids, both)
+    vc, vids = cluster_centroids(x[torch.from_numpy(keep_v)], pids[keep_v])
+    ic, iids = cluster_centroids(x[torch.from_numpy(keep_i)], pids[keep_i])
+    m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal)
+    pv, pi = np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]
+    return {"ids": int(len(both)), "pairs": int(m.num_pairs), "correct_fraction": float(np.mean(pv == pi)),
+            "chance": 1.0 / len(both)}
+
+
+def method_labels(x: torch.Tensor, is_ir: np.ndarray, cams: np.ndarray, pids: np.ndarray, cfg: SelfTrainConfig) -> dict:
+    lab = cluster_and_match(x, is_ir, cams, cfg)
+    out = {}
+    for side, idx, labels in (("vis", lab.vis_idx, lab.vis_labels), ("ir", lab.ir_idx, lab.ir_labels)):
+        q = label_quality(labels, pids[idx])
+        out.update({f"{side}_{k}": v for k, v in q.items()})
+    vt, it = pids[lab.vis_idx], pids[lab.ir_idx]
+    correct = 0
+    for a, b in lab.pairs:
+        va, ib = vt[lab.vis_labels == a], it[lab.ir_labels == b]
+        correct += int(np.bincount(va).argmax() == np.bincount(ib).argmax())
+    out["pairs"] = int(len(lab.pairs))
+    out["pairs_correct_fraction"] = correct / max(len(lab.pairs), 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="reports/probes/matching.json")
+    args = ap.parse_args()
+    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
+    market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
+    recs = sysu.train.records
+    is_ir = np.array([r.modality == "infrared" for r in recs])
+    cams = np.array([r.camid for r in recs])
+    pids = np.array([r.pid for r in recs])  # diagnostics only
+
+    torch.manual_seed(args.seed)
+    sources = {"random init": (build_model(s2.arch, width=s2.width).eval(), build_model(s2.arch, width=s2.width).eval())}
+    for variant in ("cmam", "cmam_sim005", "rgb_only"):
+        r = experiments.stage1_run(s1, variant, args.seed, market, args.runs, progress=False)
+        sources[f"stage 1 {variant}"] = (r.model_rg, r.model_g if r.model_g is not None else r.model_rg)
+    for variant in ("full", "full_sim005"):
+        res, _ = experiments.stage2_run(s1, s2, variant, args.seed, sysu, market, args.runs, progress=False)
+        sources[f"stage 2 {variant} (final)"] = (res.model_a, res.model_b)
+    sup_cfg = calibration.model_config("visible_infrared", SupervisedConfig(seed=args.seed, image_size=s2.image_size))
+    sup = experiments.supervised_run(sup_cfg, sysu, args.runs, progress=False)
+    sources["supervised V+IR (upper bound)"] = (sup, sup)
+
+    rows = []
+    for name, (a, b) in sources.items():
+        raw = selftrain_features(a, b, s2.gray_mode, s2.fusion, seed=args.seed)(sysu.train.images)
+        x = camera_centre(raw, cams) if s2.camera_centering else raw  # as cluster_and_match does
+        row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2), "method": method_labels(raw, is_ir, cams, pids, s2)}
+        rows.append(row)
+        o, m = row["oracle"], row["method"]
+        print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%) | "
+              f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
+              f"{m['ir_purity']:.2f}, pairs correct {100 * m['pairs_correct_fraction']:.1f}%", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=1))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
