@@ -11,6 +11,8 @@ features, exactly as stage 2 clusters them), two numbers:
 * **stage 2's own labels**: Jaccard + DBSCAN per modality and the same matching
   (:func:`cmamlib.training.selftrain.cluster_and_match`): clusters, purity, fraction of
   correct pairs.
+* the oracle matching again with the visible images' luma views through the same models
+  (infrared unchanged): how much a gray view would help the matching.
 
 Feature sources: random init, the stage-1 pairs (CMAM, CMAM with SIM 0.05, RGB only),
 the final stage-2 pair of the full method, and the supervised V+IR upper bound (one
@@ -31,6 +33,7 @@ import torch
 
 from cmamlib import calibration, experiments
 from cmamlib.clustering import camera_centre, label_quality
+from cmamlib.data.transforms import gray_luma
 from cmamlib.labeling import cluster_centroids, match_clusters
 from cmamlib.models import build_model
 from cmamlib.training.cmam import CMAMConfig
@@ -94,14 +97,23 @@ def main() -> None:
     sup = experiments.supervised_run(sup_cfg, sysu, args.runs, progress=False)
     sources["supervised V+IR (upper bound)"] = (sup, sup)
 
+    gray_uint8 = (gray_luma(sysu.train.images) * 255).round().to(torch.uint8)
     rows = []
     for name, (a, b) in sources.items():
-        raw = selftrain_features(a, b, s2.gray_mode, s2.fusion, seed=args.seed)(sysu.train.images)
+        fn = selftrain_features(a, b, s2.gray_mode, s2.fusion, seed=args.seed)
+        raw = fn(sysu.train.images)
         x = camera_centre(raw, cams) if s2.camera_centering else raw  # as cluster_and_match does
-        row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2), "method": method_labels(raw, is_ir, cams, pids, s2)}
+        # the visible images' luma views through the same pair (infrared rows unchanged)
+        gray_raw = raw.clone()
+        gray_raw[torch.from_numpy(~is_ir)] = fn(gray_uint8[torch.from_numpy(~is_ir)])
+        xg = camera_centre(gray_raw, cams) if s2.camera_centering else gray_raw
+        row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
+               "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2),
+               "method": method_labels(raw, is_ir, cams, pids, s2)}
         rows.append(row)
         o, m = row["oracle"], row["method"]
-        print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%) | "
+        print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%; "
+              f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%) | "
               f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
               f"{m['ir_purity']:.2f}, pairs correct {100 * m['pairs_correct_fraction']:.1f}%", flush=True)
     out = Path(args.out)
