@@ -10,7 +10,7 @@ features, exactly as stage 2 clusters them), two numbers:
   well the features align the modalities.
 * **stage 2's own labels**: Jaccard + DBSCAN per modality and the same matching
   (:func:`cmamlib.training.selftrain.cluster_and_match`): clusters, purity, fraction of
-  correct pairs.
+  correct pairs (also with ``match_unequal="drop"``).
 * the oracle matching again with the visible images' luma views through the same models
   (infrared unchanged): how much a gray view would help the matching.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +110,16 @@ def main() -> None:
         xg = camera_centre(gray_raw, cams) if s2.camera_centering else gray_raw
         row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
                "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2),
-               "method": method_labels(raw, is_ir, cams, pids, s2)}
+               "method": method_labels(raw, is_ir, cams, pids, s2),
+               "method_unequal_drop": method_labels(raw, is_ir, cams, pids, replace(s2, match_unequal="drop"))}
         rows.append(row)
         o, m = row["oracle"], row["method"]
         print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%; "
               f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%) | "
               f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
-              f"{m['ir_purity']:.2f}, pairs correct {100 * m['pairs_correct_fraction']:.1f}%", flush=True)
+              f"{m['ir_purity']:.2f}, noise {m['vis_noise_fraction']:.2f} / {m['ir_noise_fraction']:.2f}, pairs correct "
+              f"{100 * m['pairs_correct_fraction']:.1f}% (unequal=drop: "
+              f"{100 * row['method_unequal_drop']['pairs_correct_fraction']:.1f}%)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=1))
