@@ -122,12 +122,8 @@ class CMAMConfig:
         fusion: how the shared label space fuses the two networks' features.
         augment: crop / flip / erasing (both views share them).
         seed / device / amp: reproducibility and hardware.
-        amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
-            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer).
-        channels_last: model and batches in ``channels_last`` memory format (GPU speed;
-            same values).
-        pin_memory: on CUDA, stage each batch in pinned memory and copy it
-            asynchronously (:func:`cmamlib.training.common.gather_batch`).
+        amp_dtype / channels_last / pin_memory: GPU options, as documented in
+            :class:`cmamlib.training.supervised.SupervisedConfig`.
         knn_backend: kNN of the Jaccard distance: ``"torch"`` (exact chunked top-k on the
             CPU, default), ``"faiss"`` (needs ``pip install faiss-cpu`` or ``faiss-gpu``;
             never required) or ``"auto"`` (faiss when importable).

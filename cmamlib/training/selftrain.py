@@ -156,15 +156,10 @@ class SelfTrainConfig:
             K=400 encodes the known id count). k-means: sklearn ``KMeans`` on the
             L2-normalised fused features (spherical k-means approximation).
         seed / device / amp: reproducibility and hardware.
-        amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
-            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer).
-        channels_last: model and batches in ``channels_last`` memory format (GPU speed;
-            same values).
-        pin_memory: on CUDA, stage each batch in pinned memory and copy it
-            asynchronously (:func:`cmamlib.training.common.gather_batch`).
-        knn_backend: kNN of the Jaccard distance: ``"torch"`` (exact chunked top-k on the
-            CPU, default), ``"faiss"`` (needs ``pip install faiss-cpu`` or ``faiss-gpu``;
-            never required) or ``"auto"`` (faiss when importable).
+        amp_dtype / channels_last / pin_memory: GPU options, as documented in
+            :class:`cmamlib.training.supervised.SupervisedConfig`.
+        knn_backend: kNN of the Jaccard distance, as in
+            :class:`cmamlib.training.cmam.CMAMConfig` (``"torch"``, ``"faiss"``, ``"auto"``).
         eval_batch_size: inference batch.
         sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
             global batch of all ranks (:func:`cmamlib.distributed.convert_sync_batchnorm`);
