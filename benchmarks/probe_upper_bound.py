@@ -4,7 +4,7 @@ benchmark: one seed of model (d) per setting, SYSU all-search and indoor (10 tri
 Settings: the notebook-00 recipe (ResNet-18 width 16, 64x32, 40 x 25 steps, luma gray
 view p 0.5, cross-modality batches) and one change each: larger input (96x48,
 128x64), twice the steps, CAJ channel exchange (p 0.5), random-channel instead of
-luma gray, 8 instances per identity instead of 4, lr 1e-3. Not part of ``make bench`` (about 12 minutes on 2 cores); writes
+luma gray, 8 instances per identity instead of 4, lr 1e-3, base width 32. Not part of ``make bench`` (about 12 minutes on 2 cores); writes
 ``reports/probes/upper_bound.json``.
 
     python benchmarks/probe_upper_bound.py [--data data] [--seed 0] [--only NAME ...]
@@ -33,6 +33,7 @@ SETTINGS: dict[str, Callable[[SupervisedConfig], SupervisedConfig]] = {
     "random-channel gray": lambda c: replace(c, gray_mode="random_channel"),
     "8 ids x 8 (4 V + 4 IR)": lambda c: replace(c, num_instances=8),
     "lr 1e-3": lambda c: replace(c, lr=1e-3),
+    "width 32": lambda c: replace(c, width=32),
 }
 
 
@@ -55,7 +56,7 @@ def main() -> None:
         res = calibration.run_calibration(root, seeds=(args.seed,), config=cfg, models=("visible_infrared",),
                                           trials=10, progress=False, model_configs={"visible_infrared": cfg})
         by = {r["protocol"]: r for r in res["table"]}
-        row = {"setting": name, "seconds": time.time() - t0, "image_size": list(cfg.image_size),
+        row = {"setting": name, "seed": args.seed, "seconds": time.time() - t0, "image_size": list(cfg.image_size),
                "epochs": cfg.epochs, "gray_mode": cfg.gray_mode, "channel_aug": cfg.augment.channel_aug,
                **{f"{'all' if 'all' in p else 'indoor'}_{k}": by[p][k]["mean"] for p in by for k in ("R1", "mAP")}}
         rows.append(row)
