@@ -87,8 +87,9 @@ class SynthConfig:
             so its k-th visible and k-th thermal image of a person show the same pose,
             view, scale and background window; True renders RegDB-synth that way
             (reconstruction of the capture), False draws the two independently (the
-            earlier generator, under which even the supervised upper bound stayed near
-            chance on RegDB-synth).
+            earlier generator). Supervised upper bound, 150 steps, splits 1-2: V->T / T->V
+            R1 3.7 / 2.5% unpaired, 7.8 / 10.8% paired (still near chance: thermal
+            intensities are unrelated to visible colour).
         market_train_ids / market_test_ids: Market-1501-synth identities.
         market_per_cam: images per (id, camera) where the id appears (6 cameras).
         ir_luma_weight: ``a`` in ``ir = a*luma + (1-a)*(u + dye)``: how much of a
@@ -107,12 +108,10 @@ class SynthConfig:
             real NIR camera's auto exposure): each frame's gain is set so that its
             99.5th-percentile intensity lands at ``ir_agc`` (times a +-8% per-image
             jitter) instead of following the camera's fixed light level; 0 turns it
-            off (fixed gain: the bright outdoor NIR camera then clipped most garments
-            to white and erased their identity). Measured with
-            ``benchmarks/probe_generator.py``: 0.9 gives (d) all-search R1 50.2 / 53.0
-            (seeds 0 / 1) against 60.4 for the default 0, so it stays off: the clipped
-            outdoor camera is not what limits (d) (its queries were matched better than
-            the indoor camera's, 67% against 62% nearest-neighbour accuracy).
+            off (fixed gain: the bright outdoor NIR camera then clips many garments to
+            white). Measured with ``benchmarks/probe_generator.py``: 0.9 gives (d)
+            all-search R1 50.2 / 53.0 (seeds 0 / 1) against 60.4 for the default 0, so
+            it stays off: the clipping is not what limits (d).
         ir_noise: sensor noise sigma of the infrared cameras (intensity in [0, 1]).
         ir_scene: range of the NIR intensity of a background material (uniform, per
             camera and material; unrelated to its visible colour). (0.2, 0.7): with
@@ -594,6 +593,7 @@ class _Job:
     cam: int
     index: int
     fmt: str = "JPEG"
+    rng_cam: int | None = None  # camera of the image's random stream (None: ``cam``)
 
 
 def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
@@ -606,9 +606,8 @@ def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
             idents[key] = make_identity(seed, job.domain, job.pid, cfg)
         if job.domain not in cams:
             cams[job.domain] = make_cameras(seed, job.domain, cfg)
-        # A paired RegDB thermal image replays its visible twin's draws (pose, view, window).
-        cam_key = 1 if job.domain == "regdb" and cfg.regdb_paired else job.cam
-        rng = np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, cam_key, job.index])
+        rng_cam = job.cam if job.rng_cam is None else job.rng_cam
+        rng = np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, rng_cam, job.index])
         im = render_image(idents[key], cams[job.domain][job.cam], rng, cfg)
         Path(job.path).parent.mkdir(parents=True, exist_ok=True)
         if job.fmt == "JPEG":
@@ -655,7 +654,8 @@ def _regdb_plan(root: Path, seed: int, cfg: SynthConfig) -> tuple[list[_Job], li
                 serial += 1
                 view = "front" if k % 2 == 0 else "back"
                 rel = f"{folder}/{pid}/{gender}_{view}_{tag}_{serial:05d}_{pid}.bmp"
-                jobs.append(_Job(str(root / rel), "regdb", pid, cam, k, fmt="BMP"))
+                # a paired thermal image replays its visible twin's draws (pose, view, window)
+                jobs.append(_Job(str(root / rel), "regdb", pid, cam, k, fmt="BMP", rng_cam=1 if cfg.regdb_paired else None))
                 entries.append((rel, pid, cam))
     return jobs, entries
 
