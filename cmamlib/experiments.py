@@ -255,19 +255,26 @@ def stage2_experiment(
     runs_dir: str | Path | None,
     trials: int = 10,
     progress: bool = True,
+    supervised_base=None,
 ) -> dict:
     """Train each stage-2 variant (:data:`STAGE2_VARIANTS`) for each seed on the target
     training images (stage 1 first, from ``runs_dir/stage1`` when already trained) and
     evaluate the fused features on SYSU all / indoor search.
 
     The stage-1 RGB-only init has no gray extractor: its F_rg initialises both models.
-    Runs live in ``runs_dir/stage2/<variant>_seed<s>/`` (resumed when complete).
+    Runs live in ``runs_dir/stage2/<variant>_seed<s>/`` (resumed when complete). With
+    ``supervised_base`` (a ``SupervisedConfig`` at the stage-2 input size, e.g.
+    ``calibration.model_config("visible_infrared", ...)``) the supervised upper bound is
+    trained for each seed too (:func:`supervised_run`, cached in
+    ``runs_dir/supervised/visible_infrared_seed<s>/``), as the row ``"supervised"``:
+    the same images at the same size as the unsupervised rows.
 
     Returns:
         ``{"rows": [...mean/std...], "per_seed": {...}, "histories": {variant: log of
         the first seed}, "seconds": {...}}``.
     """
     import time
+    from dataclasses import replace
 
     from .training.selftrain import selftrain_features
 
@@ -290,6 +297,17 @@ def stage2_experiment(
             histories.setdefault(name, res.history)
         per_seed[name] = rows
         seconds[name] = time.time() - t0
+    if supervised_base is not None:
+        if tuple(supervised_base.image_size) != tuple(stage2_base.image_size):
+            raise ValueError(f"supervised_base.image_size {tuple(supervised_base.image_size)}: expected the stage-2 "
+                             f"input size {tuple(stage2_base.image_size)} (the upper bound must see the same images)")
+        t0 = time.time()
+        rows = []
+        for s in seeds:
+            model = supervised_run(replace(supervised_base, seed=s), sysu, runs_dir, progress=progress)
+            rows.append({"seed": s, **sysu_row(model_features(model), sysu, trials)})
+        per_seed["supervised"] = rows
+        seconds["supervised"] = time.time() - t0
     table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE2_KEYS)} for name, rows in per_seed.items()]
     return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
 

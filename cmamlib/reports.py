@@ -171,6 +171,11 @@ def _render_selftrain(m: dict) -> list[str]:
     out += _stage_table(m, "label", [("all R1", "all_R1"), ("all R10", "all_R10"), ("all R20", "all_R20"),
                                       ("all mAP", "all_mAP"), ("all mINP", "all_mINP"), ("indoor R1", "indoor_R1"),
                                       ("indoor mAP", "indoor_mAP")])
+    sup = m.get("supervised_config")
+    if sup:
+        h, w = sup.get("image_size", ["?", "?"])
+        out += ["", f"The upper bound is the calibration's model (d) (identity labels, cross-modality batches) "
+                f"trained at the stage-2 input size, {h}x{w}, on the same images as the other rows."]
     goal = m.get("goal", {})
     if goal:
         frac = goal.get("fraction_of_upper_bound_all_mAP")

@@ -95,6 +95,10 @@ def _check_03(m):
     for k in ("vis_clusters", "ir_clusters", "pairs", "pairs_correct_fraction", "unified_ari"):
         assert k in h
     assert "above_every_ablation_all_mAP" in m["goal"]
+    # the upper bound is trained in notebook 03 itself, at the stage-2 input size
+    assert [r["variant"] for r in m["rows"]][-1] == "supervised"
+    assert m["supervised_config"]["image_size"] == m["stage2_config"]["image_size"]
+    assert 0.0 <= m["goal"]["fraction_of_upper_bound_all_mAP"]
     reg = m["regdb"]
     assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "full_sim005", "supervised"]
     for r in reg["rows"]:
