@@ -278,6 +278,9 @@ def stage2_experiment(
 
     from .training.selftrain import selftrain_features
 
+    if supervised_base is not None and tuple(supervised_base.image_size) != tuple(stage2_base.image_size):
+        raise ValueError(f"supervised_base.image_size {tuple(supervised_base.image_size)}: expected the stage-2 "
+                         f"input size {tuple(stage2_base.image_size)} (the upper bound must see the same images)")
     per_seed: dict[str, list[dict]] = {}
     histories: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
@@ -298,9 +301,6 @@ def stage2_experiment(
         per_seed[name] = rows
         seconds[name] = time.time() - t0
     if supervised_base is not None:
-        if tuple(supervised_base.image_size) != tuple(stage2_base.image_size):
-            raise ValueError(f"supervised_base.image_size {tuple(supervised_base.image_size)}: expected the stage-2 "
-                             f"input size {tuple(stage2_base.image_size)} (the upper bound must see the same images)")
         t0 = time.time()
         rows = []
         for s in seeds:

@@ -278,3 +278,14 @@ def test_cluster_and_match_is_what_training_sees(target):
     res2 = run_selftrain(cfg, recs, imgs, init_models=(a, b), progress=False, label_overrides=ov)
     np.testing.assert_array_equal(el2.labels, res2.labels)
     assert not cluster_and_match(fused, is_ir, cams, cfg, epoch=1, label_overrides=ov).overrides_applied
+
+
+def test_stage2_experiment_upper_bound_must_share_the_input_size():
+    """The upper-bound row is meant to see the stage-2 images: another size fails fast,
+    naming both sizes, before any run is trained."""
+    from cmamlib import calibration, experiments
+    from cmamlib.training.supervised import SupervisedConfig
+
+    sup = calibration.model_config("visible_infrared", SupervisedConfig(image_size=(128, 64)))
+    with pytest.raises(ValueError, match=r"\(128, 64\).*\(32, 16\)"):
+        experiments.stage2_experiment(None, SMOKE, [], [0], None, None, None, supervised_base=sup)
