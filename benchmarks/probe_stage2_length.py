@@ -8,6 +8,10 @@ half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs liv
 ``runs/probe_stage2_length/`` (stage 1 is shared with the notebooks' ``runs/stage1``).
 
     python benchmarks/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18]
+
+``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field for every run
+(value parsed as JSON, else a string), e.g. ``--set gray_mode=luma``; the rows and the
+run folders carry the setting.
 """
 
 from __future__ import annotations
@@ -32,9 +36,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epochs", type=int, nargs="+", default=[6, 18])
     ap.add_argument("--variants", nargs="+", default=["full_sim005", "stage1_rgb_only"])
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--out", default="reports/probes/stage2_length.json")
     args = ap.parse_args()
     s1, s2 = CMAMConfig(), SelfTrainConfig()
+    overrides = dict(_parse_set(x) for x in args.sets)
+    s2 = replace(s2, **overrides)
+    setting = ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
+    tag = "" if not overrides else "_" + "_".join(f"{k}-{v}" for k, v in overrides.items())
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     rows = []
@@ -43,19 +52,33 @@ def main() -> None:
             for seed in args.seeds:
                 t0 = time.time()
                 res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, args.runs,
-                                                  progress=False, run_name=f"probe_stage2_length/{variant}_e{epochs}_seed{seed}")
+                                                  progress=False, run_name=f"probe_stage2_length/{variant}_e{epochs}{tag}_seed{seed}")
                 m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10)
                 last = res.history[-1]
                 diag = {k: last.get(k) for k in DIAGNOSTICS}
-                row = {"variant": variant, "epochs": epochs, "seed": seed, "seconds": time.time() - t0,
+                row = {"variant": variant, "setting": setting, "epochs": epochs, "seed": seed, "seconds": time.time() - t0,
                        "all_R1": m["all_R1"], "all_mAP": m["all_mAP"], "indoor_mAP": m["indoor_mAP"], "last_epoch": diag}
                 rows.append(row)
-                print(f"{variant:16s} {epochs:3d} epochs seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP "
+                print(f"{variant:16s} {setting} {epochs:3d} epochs seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP "
                       f"{100 * m['all_mAP']:5.1f} | last epoch {diag} ({row['seconds']:.0f} s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "stage2_base": experiments.config_dict(s2)}, indent=1))
     print("wrote", out)
+
+
+def _parse_set(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` -> ``(FIELD, value)``; an unknown field is an error naming it."""
+    from dataclasses import fields
+
+    key, sep, raw = text.partition("=")
+    names = {f.name for f in fields(SelfTrainConfig)}
+    if not sep or key not in names:
+        raise SystemExit(f"--set {text!r}: expected FIELD=VALUE with FIELD one of {sorted(names)}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 if __name__ == "__main__":
