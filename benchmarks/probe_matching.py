@@ -38,7 +38,7 @@ from cmamlib.data.transforms import gray_luma
 from cmamlib.labeling import cluster_centroids, match_clusters
 from cmamlib.models import build_model
 from cmamlib.training.cmam import CMAMConfig
-from cmamlib.training.selftrain import SelfTrainConfig, _pair_accuracy, cluster_and_match, selftrain_features
+from cmamlib.training.selftrain import SelfTrainConfig, cluster_and_match, pair_accuracy, selftrain_features
 from cmamlib.training.supervised import SupervisedConfig
 
 
@@ -63,7 +63,7 @@ def method_labels(x: torch.Tensor, is_ir: np.ndarray, cams: np.ndarray, pids: np
         out.update({f"{side}_{k}": v for k, v in q.items()})
     out["pairs"] = int(len(lab.pairs))
     out["pairs_correct_fraction"] = (  # stage 2's own per-epoch diagnostic; 0 without pairs
-        _pair_accuracy(lab.pairs, lab.vis_labels, lab.ir_labels, pids[lab.vis_idx], pids[lab.ir_idx]) if len(lab.pairs) else 0.0
+        pair_accuracy(lab.pairs, lab.vis_labels, lab.ir_labels, pids[lab.vis_idx], pids[lab.ir_idx]) if len(lab.pairs) else 0.0
     )
     return out
 

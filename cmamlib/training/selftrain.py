@@ -438,7 +438,7 @@ def _majority(labels: np.ndarray, true_ids: np.ndarray) -> dict[int, int]:
     return out
 
 
-def _pair_accuracy(pairs: np.ndarray, vis_labels: np.ndarray, ir_labels: np.ndarray, vis_true: np.ndarray, ir_true: np.ndarray) -> float:
+def pair_accuracy(pairs: np.ndarray, vis_labels: np.ndarray, ir_labels: np.ndarray, vis_true: np.ndarray, ir_true: np.ndarray) -> float:
     """Fraction of pairs whose visible and infrared clusters have the same majority
     true identity (diagnostics only); NaN without pairs."""
     if len(pairs) == 0:
@@ -842,7 +842,7 @@ def run_selftrain(
                     row["overrides_applied"] = True
                 vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
                 row["pairs"] = int(len(pairs))
-                row["pairs_correct_fraction"] = _pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
+                row["pairs_correct_fraction"] = pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
                 counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
             else:  # joint: one clustering of both modalities, no matching
                 if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
@@ -855,7 +855,7 @@ def run_selftrain(
                 both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
                 pairs = np.stack([both, both], 1)
                 row["pairs"] = int(len(pairs))
-                row["pairs_correct_fraction"] = _pair_accuracy(pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx])
+                row["pairs_correct_fraction"] = pair_accuracy(pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx])
                 counts = (int(labels.max(initial=-1)) + 1,) * 2
             return row, labels, counts
 
