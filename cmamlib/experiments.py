@@ -236,6 +236,9 @@ STAGE2_VARIANTS: dict[str, tuple[str | None, dict]] = {
     # the full method from stage 1 with a tenth of the SIM weight (notebook 02's row (iv'),
     # the stage-1 variant that learns the source best from random init)
     "full_sim005": ("cmam_sim005", {}),
+    # the full method from stage 1 with F_g and F_rg drawn independently (the default
+    # before CMAMConfig.shared_init)
+    "full_independent_init": ("cmam_independent_init", {}),
     "no_stage1": (None, {}),
     "stage1_rgb_only": ("rgb_only", {}),
     "no_bipartite": ("cmam", {"cluster_mode": "joint"}),

@@ -183,10 +183,11 @@ def _render_selftrain(m: dict) -> list[str]:
                 + ("-" if frac is None else f"{100 * frac:.0f}%")
                 + " of the supervised upper bound's all-search mAP (goal 60%); above every ablation: "
                 + ("yes" if goal.get("above_every_ablation_all_mAP") else "no") + "."]
-        f2 = goal.get("full_sim005_fraction_of_upper_bound_all_mAP")
-        if f2 is not None:
-            out[-1] += (f" From stage 1 with a tenth of the SIM weight: {100 * f2:.0f}% of the upper bound; above every "
-                        "ablation: " + ("yes" if goal.get("full_sim005_above_every_ablation_all_mAP") else "no") + ".")
+        for inv in goal.get("investigations", {}).values():
+            f2 = inv.get("fraction_of_upper_bound_all_mAP")
+            out[-1] += (f" {inv['label'][0].upper()}{inv['label'][1:]}: "
+                        + ("-" if f2 is None else f"{100 * f2:.0f}%") + " of the upper bound; above every ablation: "
+                        + ("yes" if inv.get("above_every_ablation_all_mAP") else "no") + ".")
     return out
 
 

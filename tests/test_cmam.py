@@ -103,3 +103,45 @@ def test_bad_config_and_no_clusters(source):
         run_cmam(replace(SMOKE, use_gray_view=False), recs, imgs, progress=False)
     with pytest.raises(RuntimeError, match="raise eps"):
         run_cmam(replace(SMOKE, eps=1e-6, min_samples=4), recs, imgs, progress=False)
+
+
+def test_shared_init_starts_f_g_as_a_copy_of_f_rg(source, monkeypatch):
+    """shared_init (default): F_g starts with F_rg's initial weights, as two copies of the
+    same ImageNet file in the authors' code; False draws F_g independently."""
+    from cmamlib.training import cmam as cmam_mod
+
+    starts = []
+
+    def stop_at_first_epoch(epoch, row):
+        raise StopTraining
+
+    real = cmam_mod.make_optimizer
+
+    def spy(params, lr, wd):  # called once, right after both networks are built
+        params = list(params)
+        starts.append([p.detach().clone() for p in params])
+        return real(params, lr, wd)
+
+    monkeypatch.setattr(cmam_mod, "make_optimizer", spy)
+    recs, imgs = source
+    for shared in (True, False):
+        with pytest.raises(StopTraining):
+            run_cmam(replace(SMOKE, shared_init=shared), recs, imgs, progress=False, on_epoch_end=stop_at_first_epoch)
+    for params, shared in zip(starts, (True, False)):
+        half = len(params) // 2
+        same = all(torch.equal(a, b) for a, b in zip(params[:half], params[half:]))
+        assert same == shared
+    assert CMAMConfig().shared_init and VARIANTS["cmam_independent_init"] == {"shared_init": False}
+
+
+def test_a_run_from_before_shared_init_is_not_resumed_as_shared(source, tmp_path):
+    """shared_init changed the behaviour, so a checkpoint without the field (written
+    with independent draws) is another run, not the default's."""
+    recs, imgs = source
+    run_cmam(replace(SMOKE, epochs=1), recs, imgs, run_dir=tmp_path, progress=False)
+    ck = tmp_path / "checkpoint.pt"
+    state = torch.load(ck, weights_only=False)
+    del state["config"]["shared_init"]
+    torch.save(state, ck)
+    with pytest.raises(ValueError, match="shared_init"):
+        run_cmam(replace(SMOKE, epochs=1), recs, imgs, run_dir=tmp_path, resume=True, progress=False)

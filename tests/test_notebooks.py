@@ -81,7 +81,7 @@ def _check_01(m):
 
 
 def _check_02(m):
-    _check_stage1_rows(m["rows"], ["rgb_only", "rgb_gray_one_net", "symmetric", "cmam", "cmam_tie_rgb_to_gray", "cmam_sim005", "random_init"])
+    _check_stage1_rows(m["rows"], ["rgb_only", "rgb_gray_one_net", "symmetric", "cmam", "cmam_tie_rgb_to_gray", "cmam_sim005", "cmam_independent_init", "random_init"])
     assert len(m["histories"]["cmam"]) == m["config"]["epochs"]
     assert "loss_rg2g" in m["histories"]["cmam"][-1]
 
@@ -95,12 +95,13 @@ def _check_03(m):
     for k in ("vis_clusters", "ir_clusters", "pairs", "pairs_correct_fraction", "unified_ari"):
         assert k in h
     assert "above_every_ablation_all_mAP" in m["goal"]
+    assert set(m["goal"]["investigations"]) == {"full_independent_init", "full_sim005"}
     # the upper bound is trained in notebook 03 itself, at the stage-2 input size
     assert [r["variant"] for r in m["rows"]][-1] == "supervised"
     assert m["supervised_config"]["image_size"] == m["stage2_config"]["image_size"]
     assert 0.0 <= m["goal"]["fraction_of_upper_bound_all_mAP"]
     reg = m["regdb"]
-    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "full_sim005", "supervised"]
+    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "full_independent_init", "full_sim005", "supervised"]
     for r in reg["rows"]:
         for k in ("v2t_R1", "v2t_mAP", "t2v_R1", "t2v_mAP"):
             assert 0.0 <= r[k] <= 1.0

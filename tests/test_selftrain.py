@@ -116,6 +116,10 @@ def test_resume_reaches_the_same_weights(smoke, target, tmp_path):
     _same(_weights(full), _weights(again))
     with pytest.raises(ValueError, match="another config"):
         run_selftrain(replace(SMOKE, eps=0.45), recs, imgs, run_dir=tmp_path, resume=True, progress=False)
+    # a run folder started from other weights (e.g. a retrained stage 1) is not resumed
+    other = (build_model(SMOKE.arch, width=SMOKE.width), build_model(SMOKE.arch, width=SMOKE.width))
+    with pytest.raises(ValueError, match="other initial models"):
+        run_selftrain(SMOKE, recs, imgs, run_dir=tmp_path, resume=True, progress=False, init_models=other)
 
 
 @pytest.mark.parametrize(

@@ -208,7 +208,9 @@ def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
     (a resumed run must be the same run), naming the differing fields."""
     old, new = state.get("config", {}), config_to_dict(cfg)
     # a field added to the config class after the checkpoint was written counts as equal
-    # when the run keeps its default (the checkpoint's run had that behaviour)
+    # when the run keeps its default (the checkpoint's run had that behaviour), except the
+    # fields whose default changed the behaviour (the class's ``resume_strict_fields``)
+    strict = set(getattr(type(cfg), "resume_strict_fields", ()))
     defaults: dict = {}
     if is_dataclass(cfg) and set(new) - set(old):
         try:
@@ -218,7 +220,7 @@ def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
     diff = sorted(
         k for k in set(old) | set(new)
         if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k)
-        and not (k not in old and k in defaults and new.get(k) == defaults[k])
+        and not (k not in old and k not in strict and k in defaults and new.get(k) == defaults[k])
     )
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:8])
@@ -226,6 +228,23 @@ def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
             f"cannot resume from {path}: it was written with another config ({detail}); "
             "use another run folder or resume=False"
         )
+
+
+def weights_fingerprint(*models: torch.nn.Module | None) -> str:
+    """SHA-256 of the models' state dicts (names, dtypes, shapes and values; None
+    entries count as absent): identifies the weights a run started from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in models:
+        h.update(b"<model>" if m is not None else b"<none>")
+        if m is None:
+            continue
+        for name, t in m.state_dict().items():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def rng_state() -> dict:

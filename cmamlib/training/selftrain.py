@@ -76,6 +76,7 @@ from .common import (
     make_scaler,
     set_lr,
     to_memory_format,
+    weights_fingerprint,
 )
 from .loop import ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
 
@@ -717,8 +718,9 @@ def run_selftrain(
             a seeded random init.
         run_dir: folder of ``log.jsonl`` and ``checkpoint.pt`` (written atomically after
             every epoch); None keeps everything in memory.
-        resume: continue from ``run_dir/checkpoint.pt`` when it exists (the config must
-            be the same; an already finished run returns at once); the result equals
+        resume: continue from ``run_dir/checkpoint.pt`` when it exists (the config and
+            the initial weights, checked by :func:`cmamlib.training.common.weights_fingerprint`,
+            must be the same; an already finished run returns at once); the result equals
             that of an uninterrupted run.
         progress: progress bars.
         on_epoch_end: ``hook(epoch, log_row)`` after the epoch's checkpoint; raising
@@ -786,6 +788,7 @@ def run_selftrain(
     if model_b is not None:
         model_b = to_memory_format(model_b.to(device), cfg.channels_last).train()
     nets = [m for m in (model_a, model_b) if m is not None]
+    init_fingerprint = weights_fingerprint(model_a, model_b)  # a resume must start from the same weights
     if cfg.sync_bn:
         for m in nets:
             distributed.convert_sync_batchnorm(m, device)
@@ -805,6 +808,9 @@ def run_selftrain(
         check_resume_config(state, cfg, ckpt.path)
         if state.get("label_overrides") != (None if label_overrides is None else dict(label_overrides)):
             raise ValueError(f"cannot resume from {ckpt.path}: it was written with other label_overrides")
+        if state.get("init_fingerprint", init_fingerprint) != init_fingerprint:
+            raise ValueError(f"cannot resume from {ckpt.path}: it started from other initial models than "
+                             "init_models (e.g. a retrained stage 1); use another run folder or resume=False")
         restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
@@ -947,6 +953,7 @@ def run_selftrain(
             "n_seen": n_seen,
             "config": config_to_dict(cfg),
             "label_overrides": None if label_overrides is None else dict(label_overrides),
+            "init_fingerprint": init_fingerprint,
             "stage": "selftrain",
         }
         ckpt.save(state)
