@@ -12,10 +12,13 @@ features, exactly as stage 2 clusters them), two numbers:
   (:func:`cmamlib.training.selftrain.cluster_and_match`): clusters, purity, fraction of
   correct pairs (also with ``match_unequal="drop"``).
 * the oracle matching again with the visible images' luma views through the same models
-  (infrared unchanged): how much a gray view would help the matching.
+  (infrared unchanged): how much a gray view would help the matching; and with each
+  model's half of the fused feature alone (model A on the image, model B on its gray
+  view): which model aligns the modalities.
 
-Feature sources: random init, the stage-1 pairs (CMAM, CMAM with SIM 0.05, RGB only),
-the final stage-2 pair of the full method, and the supervised V+IR upper bound (one
+Feature sources: random init, the stage-1 pairs (CMAM, CMAM with F_g drawn
+independently of F_rg, CMAM with SIM 0.05, RGB only), the final stage-2 pairs of the
+full method and its two investigation variants, and the supervised V+IR upper bound (one
 model, its features twice). Reuses the runs that ``make reproduce`` cached in ``runs/``
 (trains what is missing). Writes ``reports/probes/matching.json``.
 
@@ -85,10 +88,10 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     sources = {"random init": (build_model(s2.arch, width=s2.width).eval(), build_model(s2.arch, width=s2.width).eval())}
-    for variant in ("cmam", "cmam_sim005", "rgb_only"):
+    for variant in ("cmam", "cmam_independent_init", "cmam_sim005", "rgb_only"):
         r = experiments.stage1_run(s1, variant, args.seed, market, args.runs, progress=False)
         sources[f"stage 1 {variant}"] = (r.model_rg, r.model_g if r.model_g is not None else r.model_rg)
-    for variant in ("full", "full_sim005"):
+    for variant in ("full", "full_independent_init", "full_sim005"):
         res, _ = experiments.stage2_run(s1, s2, variant, args.seed, sysu, market, args.runs, progress=False)
         sources[f"stage 2 {variant} (final)"] = (res.model_a, res.model_b)
     sup_cfg = calibration.model_config("visible_infrared", SupervisedConfig(seed=args.seed, image_size=s2.image_size))
@@ -105,14 +108,20 @@ def main() -> None:
         gray_raw = raw.clone()
         gray_raw[torch.from_numpy(~is_ir)] = fn(gray_uint8[torch.from_numpy(~is_ir)])
         xg = camera_centre(gray_raw, cams) if s2.camera_centering else gray_raw
+        half = raw.shape[1] // 2 if s2.fusion == "concat" else None
+        per_model = {} if half is None else {
+            f"oracle_model_{k}": oracle_matching(camera_centre(part, cams) if s2.camera_centering else part, is_ir, pids, s2)
+            for k, part in (("a", raw[:, :half]), ("b", raw[:, half:]))
+        }
         row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
-               "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2),
+               "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2), **per_model,
                "method": method_labels(raw, is_ir, cams, pids, s2),
                "method_unequal_drop": method_labels(raw, is_ir, cams, pids, replace(s2, match_unequal="drop"))}
         rows.append(row)
         o, m = row["oracle"], row["method"]
         print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%; "
-              f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%) | "
+              f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%; "
+              + "".join(f"{k[7:]} alone {100 * row[k]['correct_fraction']:5.1f}%; " for k in per_model) + ") | "
               f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
               f"{m['ir_purity']:.2f}, noise {m['vis_noise_fraction']:.2f} / {m['ir_noise_fraction']:.2f}, pairs correct "
               f"{100 * m['pairs_correct_fraction']:.1f}% (unequal=drop: "

@@ -35,7 +35,7 @@ from .data import INFRARED, VISIBLE, read_sysu_mm01, sysu_query_gallery
 from .data.loading import iterate_batches, load_images
 from .evaluation import eval_regdb, evaluate_sysu, pairwise_distance
 from .features import extract_features
-from .training.supervised import SupervisedConfig, run_supervised
+from .training.supervised import SupervisedConfig, run_supervised_cached
 
 MODELS = {
     "ir_only": "(a) supervised IR only",
@@ -91,9 +91,15 @@ def run_calibration(
     trials: int = 10,
     progress: bool = True,
     model_configs: dict[str, SupervisedConfig] | None = None,
+    runs_dir: str | Path | None = None,
 ) -> dict:
     """Train and evaluate the calibration models; returns a JSON-serialisable dict with
     per-seed results, mean/std table rows and the (a)-(d) checks.
+
+    ``runs_dir``: cache each trained model in
+    ``runs_dir/calibration/<model>_<H>x<W>_seed<s>/model.pt`` and load it from there on
+    a rerun (same config required; :func:`cmamlib.training.supervised.run_supervised_cached`);
+    the metrics are recomputed from the model, the training time is the cached one.
 
     ``model_configs`` optionally replaces :func:`model_config`'s training config of some
     models (probes of a recipe; images are decoded at ``config.image_size``, which such a
@@ -126,7 +132,8 @@ def run_calibration(
         imgs = train_img[torch.as_tensor(keep)]
         ts = time.time()
         for seed in seeds:
-            res = run_supervised(replace(mcfg, seed=seed), recs, imgs, progress=progress)
+            path = None if runs_dir is None else Path(runs_dir) / "calibration" / f"{name}_{size[0]}x{size[1]}_seed{seed}" / "model.pt"
+            res = run_supervised_cached(replace(mcfg, seed=seed), recs, imgs, path, progress=progress)
             qf = extract_features(res.model, iterate_batches(q_img, 256), progress=False)
             row: dict = {"seed": seed, "train_seconds": res.seconds, "train_images_per_second": res.images_per_second}
             if name == "ir_only":

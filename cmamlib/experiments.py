@@ -374,29 +374,14 @@ def supervised_run(config, sysu: SysuData | None, runs_dir: str | Path | None, n
     Raises:
         ValueError: image size mismatch, or a cached model written with another config.
     """
-    from .models import build_model
-    from .training.common import config_to_dict
-    from .training.supervised import run_supervised
-    from .utils import atomic_save, resolve_device
+    from .training.supervised import run_supervised_cached
 
     data = train if train is not None else sysu.train
     h, w = data.images.shape[-2:]
     if tuple(config.image_size) != (h, w):
         raise ValueError(f"supervised_run: config.image_size {tuple(config.image_size)} but the training images are {(h, w)}")
     path = None if runs_dir is None else Path(runs_dir) / "supervised" / f"{name}_seed{config.seed}" / "model.pt"
-    cfg_dict = config_to_dict(config)
-    if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if k != "device" and state["config"].get(k) != cfg_dict.get(k))
-        if diff:
-            raise ValueError(f"{path} was trained with another config (fields {diff}); use another runs folder or delete it")
-        model = build_model(config.arch, width=config.width, last_stride=config.last_stride)
-        model.load_state_dict(state["model"])
-        return model.to(resolve_device(config.device)).eval()
-    res = run_supervised(config, data.records, data.images, progress=progress)
-    if path is not None:
-        atomic_save({"model": res.model.state_dict(), "config": cfg_dict, "seconds": res.seconds}, path)
-    return res.model.eval()
+    return run_supervised_cached(config, data.records, data.images, path, progress=progress).model
 
 
 def sysu_test_set(sysu: SysuData) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:

@@ -34,3 +34,23 @@ def test_run_calibration_with_a_probe_config(tiny_data):
     with pytest.raises(ValueError, match=r"model_configs\['visible_infrared'\].image_size"):
         calibration.run_calibration(root, seeds=(0,), config=TINY, models=("visible_infrared",), trials=2, progress=False,
                                     model_configs={"visible_infrared": replace(probe, image_size=(64, 32))})
+
+
+def test_calibration_models_are_cached_and_reloaded(tiny_data, tmp_path, monkeypatch):
+    """With runs_dir, a rerun loads every model instead of training it and gives the same
+    metrics and training times; a cached model of another config is refused."""
+    from cmamlib.training import supervised
+
+    root = tiny_data / "SYSU-MM01-synth"
+    kw = dict(seeds=(0,), config=TINY, models=("ir_only", "visible_infrared"), trials=2, progress=False)
+    first = calibration.run_calibration(root, runs_dir=tmp_path, **kw)
+    assert (tmp_path / "calibration" / "visible_infrared_32x16_seed0" / "model.pt").exists()
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although cached")
+
+    monkeypatch.setattr(supervised, "run_supervised", no_training)
+    again = calibration.run_calibration(root, runs_dir=tmp_path, **kw)
+    assert again["per_seed"] == first["per_seed"] and again["summary"] == first["summary"]
+    with pytest.raises(ValueError, match="another config"):
+        calibration.run_calibration(root, runs_dir=tmp_path, **{**kw, "config": replace(TINY, lr=1e-3)})

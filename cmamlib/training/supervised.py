@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -184,3 +185,41 @@ def run_supervised(
     secs = time.time() - t0
     model.eval()
     return SupervisedResult(model=model, history=logger.rows, seconds=secs, images_per_second=n_seen / max(secs, 1e-9))
+
+
+def run_supervised_cached(
+    config: SupervisedConfig,
+    records: Sequence[Record],
+    images: torch.Tensor,
+    path: str | Path | None,
+    progress: bool = True,
+) -> SupervisedResult:
+    """:func:`run_supervised`, cached in ``path`` (a ``model.pt``: state dict, config,
+    history, training seconds and images/s, written atomically) and loaded from there
+    when it exists and its config is the same (``device`` may differ). ``path`` None:
+    train without caching.
+
+    Raises:
+        ValueError: the cached model was trained with another config (names the fields).
+    """
+    from ..utils import atomic_save
+    from .common import config_to_dict
+
+    cfg_dict = config_to_dict(config)
+    if path is not None and Path(path).exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if k != "device" and state["config"].get(k) != cfg_dict.get(k))
+        if diff:
+            raise ValueError(f"{path} was trained with another config (fields {diff}); use another runs folder or delete it")
+        model = build_model(config.arch, width=config.width, last_stride=config.last_stride)
+        model.load_state_dict(state["model"])
+        model = model.to(resolve_device(config.device)).eval()
+        secs = float(state.get("seconds", float("nan")))
+        return SupervisedResult(model=model, history=list(state.get("history", [])), seconds=secs,
+                                images_per_second=float(state.get("images_per_second", float("nan"))))
+    res = run_supervised(config, records, images, progress=progress)
+    if path is not None:
+        atomic_save({"model": res.model.state_dict(), "config": cfg_dict, "seconds": res.seconds,
+                     "images_per_second": res.images_per_second, "history": res.history}, Path(path))
+    res.model.eval()
+    return res
