@@ -145,3 +145,11 @@ def test_a_run_from_before_shared_init_is_not_resumed_as_shared(source, tmp_path
     torch.save(state, ck)
     with pytest.raises(ValueError, match="shared_init"):
         run_cmam(replace(SMOKE, epochs=1), recs, imgs, run_dir=tmp_path, resume=True, progress=False)
+    # without F_g the field changes nothing: such an old run resumes
+    one_net = replace(SMOKE, epochs=1, use_aux_gray=False)
+    run_cmam(one_net, recs, imgs, run_dir=tmp_path / "one_net", progress=False)
+    ck = tmp_path / "one_net" / "checkpoint.pt"
+    state = torch.load(ck, weights_only=False)
+    del state["config"]["shared_init"]
+    torch.save(state, ck)
+    run_cmam(one_net, recs, imgs, run_dir=tmp_path / "one_net", resume=True, progress=False)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -192,9 +192,11 @@ class CMAMConfig:
     eval_batch_size: int = 256
     sync_bn: bool = False
 
-    #: fields added with a default that changed the behaviour: a checkpoint written
-    #: before them is another run (see :func:`cmamlib.training.common.check_resume_config`)
-    resume_strict_fields: ClassVar[tuple[str, ...]] = ("shared_init",)
+    def resume_strict_fields(self) -> tuple[str, ...]:
+        """Fields added with a default that changed this config's behaviour: a checkpoint
+        written before them is another run (:func:`cmamlib.training.common.check_resume_config`).
+        ``shared_init`` matters only with ``F_g``."""
+        return ("shared_init",) if self.use_aux_gray else ()
 
     def validate(self) -> None:
         check_amp_dtype(self.amp_dtype)

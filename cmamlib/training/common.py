@@ -209,8 +209,8 @@ def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
     old, new = state.get("config", {}), config_to_dict(cfg)
     # a field added to the config class after the checkpoint was written counts as equal
     # when the run keeps its default (the checkpoint's run had that behaviour), except the
-    # fields whose default changed the behaviour (the class's ``resume_strict_fields``)
-    strict = set(getattr(type(cfg), "resume_strict_fields", ()))
+    # fields whose default changed the behaviour of this config (its ``resume_strict_fields()``)
+    strict = set(cfg.resume_strict_fields()) if hasattr(cfg, "resume_strict_fields") else set()
     defaults: dict = {}
     if is_dataclass(cfg) and set(new) - set(old):
         try:
