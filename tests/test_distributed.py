@@ -222,6 +222,15 @@ def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool, threads: in
 #: points, so no tolerance would say anything (benchmarks/bench_ddp_equivalence.py).
 EQUIV = ("stage1.lr=3.5e-4", "stage2.lr=3.5e-4")
 
+#: The weight-level comparison below also draws stage 1's F_g independently of F_rg.
+#: With the default shared start (F_g a copy of F_rg) the same comparison, measured:
+#: identical rank hashes and pseudo labels in both stages, metrics equal to 0.01 points,
+#: but final stage-2 weights apart by up to 1.7e-3 (BN running statistics; parameters
+#: 9.7e-4) instead of 1e-5: the two networks being copies, float-reordering noise in
+#: near-zero gradients becomes Adam steps of the size of the learning rate. The resume
+#: test after it runs the default under torchrun.
+WEIGHT_EQUIV = (*EQUIV, "stage1.shared_init=false")
+
 
 def _ari(a: np.ndarray, b: np.ndarray) -> float:
     from sklearn.metrics import adjusted_rand_score
@@ -234,7 +243,8 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     """``torchrun --nproc_per_node 2`` (gloo, ``sync_bn=true``) against one process with
     the same global batch, through the command line: stage 1 -> stage 2 -> evaluate.
 
-    Measured (tiny benchmark, 2 CPU cores): identical rank hashes every epoch; epoch
+    Stage 1 with independently drawn networks (:data:`WEIGHT_EQUIV`). Measured (tiny
+    benchmark, 2 CPU cores): identical rank hashes every epoch; epoch
     losses equal to 4 decimals; identical pseudo labels in both stages; final weights
     within 1e-5 (stage 2) and 6e-7 (stage 1); SYSU all / indoor R1 and mAP equal to
     0.01 points. Asserted: hashes equal, losses within 1e-3 relative, label ARI >= 0.95,
@@ -242,8 +252,8 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     gives weight differences ~0.3 and all-search R1 16.1 -> 11.8: BN statistics of
     8-image slices are not those of the 16-image batch.)
     """
-    one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True, extra=EQUIV)
-    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True, extra=EQUIV)
+    one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True, extra=WEIGHT_EQUIV)
+    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True, extra=WEIGHT_EQUIV)
     for s in ("s1", "s2"):
         rows, ref = two["logs"][s], one["logs"][s]
         assert [r["epoch"] for r in rows] == [0, 1]  # one log, written by rank 0 only
