@@ -99,18 +99,22 @@ def main() -> None:
     sources["supervised V+IR (upper bound)"] = (sup, sup)
 
     gray_uint8 = (gray_luma(sysu.train.images) * 255).round().to(torch.uint8)
+
+    def centred(f: torch.Tensor) -> torch.Tensor:  # as cluster_and_match does
+        return camera_centre(f, cams) if s2.camera_centering else f
+
     rows = []
     for name, (a, b) in sources.items():
         fn = selftrain_features(a, b, s2.gray_mode, s2.fusion, seed=args.seed)
         raw = fn(sysu.train.images)
-        x = camera_centre(raw, cams) if s2.camera_centering else raw  # as cluster_and_match does
+        x = centred(raw)
         # the visible images' luma views through the same pair (infrared rows unchanged)
         gray_raw = raw.clone()
         gray_raw[torch.from_numpy(~is_ir)] = fn(gray_uint8[torch.from_numpy(~is_ir)])
-        xg = camera_centre(gray_raw, cams) if s2.camera_centering else gray_raw
+        xg = centred(gray_raw)
         half = raw.shape[1] // 2 if s2.fusion == "concat" else None
         per_model = {} if half is None else {
-            f"oracle_model_{k}": oracle_matching(camera_centre(part, cams) if s2.camera_centering else part, is_ir, pids, s2)
+            f"oracle_model_{k}": oracle_matching(centred(part), is_ir, pids, s2)
             for k, part in (("a", raw[:, :half]), ("b", raw[:, half:]))
         }
         row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
