@@ -14,7 +14,9 @@ features, exactly as stage 2 clusters them), two numbers:
 * the oracle matching again with the visible images' luma views through the same models
   (infrared unchanged): how much a gray view would help the matching; and with each
   model's half of the fused feature alone (model A on the image, model B on its gray
-  view): which model aligns the modalities.
+  view): which model aligns the modalities; and with each camera's features
+  standardised (mean and per-dimension spread) instead of only centred: whether a
+  second-order shift between cameras is what misaligns them.
 
 Feature sources: random init, the stage-1 pairs (CMAM, CMAM with F_g drawn
 independently of F_rg, CMAM with SIM 0.05, RGB only), the final stage-2 pairs of the
@@ -103,6 +105,13 @@ def main() -> None:
     def centred(f: torch.Tensor) -> torch.Tensor:  # as cluster_and_match does
         return camera_centre(f, cams) if s2.camera_centering else f
 
+    def standardised(f: torch.Tensor) -> torch.Tensor:  # per camera: zero mean, unit spread per dimension
+        f = f.clone()
+        for c in np.unique(cams):
+            i = torch.from_numpy(np.flatnonzero(cams == c))
+            f[i] = (f[i] - f[i].mean(0, keepdim=True)) / (f[i].std(0, keepdim=True) + 1e-6)
+        return torch.nn.functional.normalize(f, dim=1)
+
     rows = []
     for name, (a, b) in sources.items():
         fn = selftrain_features(a, b, s2.gray_mode, s2.fusion, seed=args.seed)
@@ -119,13 +128,15 @@ def main() -> None:
         }
         row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
                "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2), **per_model,
+               "oracle_camera_standardised": oracle_matching(standardised(raw), is_ir, pids, s2),
                "method": method_labels(raw, is_ir, cams, pids, s2),
                "method_unequal_drop": method_labels(raw, is_ir, cams, pids, replace(s2, match_unequal="drop"))}
         rows.append(row)
         o, m = row["oracle"], row["method"]
         print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%; "
               f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%; "
-              + "".join(f"{k[7:]} alone {100 * row[k]['correct_fraction']:5.1f}%; " for k in per_model) + ") | "
+              + "".join(f"{k[7:]} alone {100 * row[k]['correct_fraction']:5.1f}%; " for k in per_model)
+              + f"cameras standardised {100 * row['oracle_camera_standardised']['correct_fraction']:5.1f}%) | "
               f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
               f"{m['ir_purity']:.2f}, noise {m['vis_noise_fraction']:.2f} / {m['ir_noise_fraction']:.2f}, pairs correct "
               f"{100 * m['pairs_correct_fraction']:.1f}% (unequal=drop: "
