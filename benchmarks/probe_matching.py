@@ -105,13 +105,6 @@ def main() -> None:
     def centred(f: torch.Tensor) -> torch.Tensor:  # as cluster_and_match does
         return camera_centre(f, cams) if s2.camera_centering else f
 
-    def standardised(f: torch.Tensor) -> torch.Tensor:  # per camera: zero mean, unit spread per dimension
-        f = f.clone()
-        for c in np.unique(cams):
-            i = torch.from_numpy(np.flatnonzero(cams == c))
-            f[i] = (f[i] - f[i].mean(0, keepdim=True)) / (f[i].std(0, keepdim=True) + 1e-6)
-        return torch.nn.functional.normalize(f, dim=1)
-
     rows = []
     for name, (a, b) in sources.items():
         fn = selftrain_features(a, b, s2.gray_mode, s2.fusion, seed=args.seed)
@@ -128,7 +121,7 @@ def main() -> None:
         }
         row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
                "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2), **per_model,
-               "oracle_camera_standardised": oracle_matching(standardised(raw), is_ir, pids, s2),
+               "oracle_camera_standardised": oracle_matching(camera_centre(raw, cams, standardise=True), is_ir, pids, s2),
                "method": method_labels(raw, is_ir, cams, pids, s2),
                "method_unequal_drop": method_labels(raw, is_ir, cams, pids, replace(s2, match_unequal="drop"))}
         rows.append(row)

@@ -792,8 +792,9 @@ def pseudo_labels(
     return cluster_dbscan(dist, eps=eps, min_samples=min_samples)
 
 
-def camera_centre(features: torch.Tensor | np.ndarray, camids: np.ndarray) -> torch.Tensor:
-    """Subtract each camera's mean feature, then L2-normalise the rows.
+def camera_centre(features: torch.Tensor | np.ndarray, camids: np.ndarray, standardise: bool = False) -> torch.Tensor:
+    """Subtract each camera's mean feature (and with ``standardise`` divide by its
+    per-dimension standard deviation), then L2-normalise the rows.
 
     Random-init (and weakly trained) features cluster by camera (background, colour
     cast) far more than by identity; centring per camera removes the shared camera
@@ -804,6 +805,8 @@ def camera_centre(features: torch.Tensor | np.ndarray, camids: np.ndarray) -> to
     Args:
         features: (N, D) float.
         camids: (N,) int camera ids.
+        standardise: also scale each camera's dimensions to unit spread (a diagnostic
+            of :mod:`benchmarks.probe_matching`; stage 1 and 2 only centre).
     Returns:
         (N, D) float32 tensor, L2-normalised rows.
     """
@@ -814,6 +817,8 @@ def camera_centre(features: torch.Tensor | np.ndarray, camids: np.ndarray) -> to
     for c in np.unique(cams):
         idx = torch.from_numpy(np.flatnonzero(cams == c))
         x[idx] -= x[idx].mean(0, keepdim=True)
+        if standardise:
+            x[idx] /= x[idx].std(0, keepdim=True) + 1e-6
     return torch.nn.functional.normalize(x, dim=1)
 
 

@@ -241,3 +241,21 @@ def test_pseudo_labels_finds_separated_blobs():
         assert len(set(lab[true == c].tolist())) == 1
     # tiny sets: k1 is reduced instead of failing
     assert pseudo_labels(x[:8].astype(np.float32), k1=30).shape == (8,)
+
+
+def test_camera_centre_against_a_loop():
+    """camera_centre (and its standardise option) against the obvious per-row loop."""
+    from cmamlib.clustering import camera_centre
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5)).astype(np.float32) + 3.0
+    cams = rng.integers(0, 3, size=30)
+    for standardise in (False, True):
+        want = np.zeros_like(x)
+        for i in range(len(x)):
+            same = x[cams == cams[i]]
+            row = x[i] - same.mean(0)
+            if standardise:
+                row = row / (same.std(0, ddof=1) + 1e-6)
+            want[i] = row / np.linalg.norm(row)
+        np.testing.assert_allclose(camera_centre(x, cams, standardise=standardise).numpy(), want, atol=1e-5)
