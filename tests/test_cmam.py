@@ -153,3 +153,51 @@ def test_a_run_from_before_shared_init_is_not_resumed_as_shared(source, tmp_path
     del state["config"]["shared_init"]
     torch.save(state, ck)
     run_cmam(one_net, recs, imgs, run_dir=tmp_path / "one_net", resume=True, progress=False)
+
+
+def test_label_file_labels_every_epoch_and_errors(source, tmp_path):
+    """label_file (the authors' PPLR labels): read once, used by every branch and epoch
+    instead of re-clustering; bad files fail naming the file and line."""
+    from cmamlib.data.label_files import read_label_file, write_label_file
+
+    recs, imgs = source
+    pids = [r.pid for r in recs]
+    given = [p if i % 7 else -1 for i, p in enumerate(pids)]  # some noise
+    path = write_label_file(tmp_path / "labels.csv", recs, given)
+    labels = read_label_file(path, recs)
+    # plain-loop oracle: first-appearance renumbering, -1 kept
+    seen, want = {}, []
+    for y in given:
+        want.append(-1 if y < 0 else seen.setdefault(y, len(seen)))
+    assert labels.tolist() == want
+    res = run_cmam(replace(SMOKE, label_file=str(path)), recs, imgs, run_dir=tmp_path / "run", progress=False)
+    assert res.labels.tolist() == want
+    write_label_file(path, recs, pids)  # the file changes under a finished run: not the same run
+    with pytest.raises(ValueError, match="label_file .* changed"):
+        run_cmam(replace(SMOKE, label_file=str(path)), recs, imgs, run_dir=tmp_path / "run", resume=True, progress=False)
+    for row in res.history:
+        assert row["labels_clusters"] == len(seen) and row["label_file_sha256"]
+        assert row["labels_purity"] == pytest.approx(1.0)
+    assert res.history[-1]["kl_on"]
+    # paths relative to the dataset root match too; rows in any order
+    rel = tmp_path / "rel.csv"
+    rel.write_text("path,label\n" + "".join(f"bounding_box_train/{r.path.rsplit('/', 1)[-1]},{y}\n" for r, y in reversed(list(zip(recs, given)))))
+    assert read_label_file(rel, recs).tolist() != [] and (read_label_file(rel, recs) >= 0).sum() == sum(y >= 0 for y in given)
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        run_cmam(replace(SMOKE, label_file=str(tmp_path / "nope.csv")), recs, imgs, progress=False)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,id\n")
+    with pytest.raises(ValueError, match="header"):
+        read_label_file(bad, recs)
+    bad.write_text("path,label\n" + f"{recs[0].path.rsplit('/', 1)[-1]},x\n")
+    with pytest.raises(ValueError, match="line 2.*not an integer"):
+        read_label_file(bad, recs)
+    bad.write_text("path,label\nghost.jpg,3\n")
+    with pytest.raises(ValueError, match="ghost.jpg.*matches no source image"):
+        read_label_file(bad, recs)
+    bad.write_text("path,label\n" + f"{recs[0].path.rsplit('/', 1)[-1]},1\n")
+    with pytest.raises(ValueError, match=f"{len(recs) - 1} of {len(recs)} source images have no row"):
+        read_label_file(bad, recs)
+    bad.write_text("path,label\n" + 2 * f"{recs[0].path.rsplit('/', 1)[-1]},1\n")
+    with pytest.raises(ValueError, match="listed twice"):
+        read_label_file(bad, recs)

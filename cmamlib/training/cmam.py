@@ -10,7 +10,8 @@ Two networks:
 Per epoch: features of every source image, Jaccard + DBSCAN pseudo labels
 (``label_space="shared"``: one label set from ``concat(F_rg(RGB), F_g(gray))``, as the
 authors' code uses one label set for all branches; ``"per_network"``: each network
-clusters its own features, the earlier reconstruction), a cluster memory per network
+clusters its own features, the earlier reconstruction; or, with ``label_file``, another
+unsupervised method's labels read once, as the authors used PPLR's), a cluster memory per network
 (cluster-contrast, Dai et al. ACCV 2022) initialised at the cluster centroids, then P x K
 batches with
 
@@ -47,6 +48,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed as dist
 from ..clustering import label_quality, pseudo_labels
+from ..data.label_files import file_sha256, read_label_file
 from ..data.loading import load_images
 from ..data.records import Record
 from ..data.samplers import RandomIdentitySampler
@@ -94,6 +96,10 @@ class CMAMConfig:
             calibration needed it: at 3.5e-4 its classifier stayed near chance); the
             authors fine-tune ImageNet weights at 3.5e-4.
         label_space: ``"shared"`` (default, the code) or ``"per_network"`` (reconstruction).
+        label_file: a ``path,label`` CSV of source pseudo labels made by another
+            unsupervised method (:mod:`cmamlib.data.label_files`), read once and used by
+            every branch and epoch instead of re-clustering, as the authors used PPLR's
+            labels on Market-1501; None (default) clusters every epoch (``label_space``).
         k1 / k2 / eps / min_samples: Jaccard + DBSCAN (cluster-contrast on Market-1501:
             30, 6, 0.6, 4; CPU default 15, 6, 0.5, 4 because Market-1501-synth has about
             8 images per identity instead of 17).
@@ -155,6 +161,7 @@ class CMAMConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     label_space: str = "shared"
+    label_file: str | None = None
     k1: int = 15
     k2: int = 6
     eps: float = 0.5
@@ -303,6 +310,9 @@ def run_cmam(
         raise ValueError(f"images has {images.shape[0]} rows for {len(source_records)} records")
     true_ids = np.array([r.pid for r in source_records])  # diagnostics only
     cams = np.array([r.camid for r in source_records]) if cfg.camera_centering else None
+    file_labels = read_label_file(cfg.label_file, source_records) if cfg.label_file is not None else None
+    file_sha = file_sha256(cfg.label_file) if cfg.label_file is not None else None
+    shared_labels = cfg.label_space == "shared" or file_labels is not None
 
     seed_everything(cfg.seed)
     model_rg = _new_model(cfg, device)
@@ -329,6 +339,9 @@ def run_cmam(
     modules = {"model_rg": model_rg, "model_g": model_g, "ema_rg": ema_rg, "ema_g": ema_g}
     if resume and (state := dist.run_on_main(ckpt.load)) is not None:
         check_resume_config(state, cfg, ckpt.path)
+        if state.get("label_file_sha256") != file_sha:
+            raise ValueError(f"cannot resume from {ckpt.path}: label_file {cfg.label_file} changed since the run "
+                             "started (another SHA-256); use another run folder or resume=False")
         restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
@@ -356,6 +369,8 @@ def run_cmam(
             if instance_phase:  # every image its own class (instance discrimination warm-up)
                 labels = np.arange(len(source_records))
                 labels_g = labels
+            elif file_labels is not None:  # another method's labels, read once (the authors: PPLR's)
+                labels = labels_g = file_labels
             elif cfg.label_space == "shared":
                 labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend)
                 labels_g = labels
@@ -367,6 +382,9 @@ def run_cmam(
         labels, labels_g = dist.run_on_main(_pseudo_labels)
         n_clusters = int(labels.max()) + 1
         p = cfg.batch_size // cfg.num_instances
+        if n_clusters < p and file_labels is not None and not instance_phase:
+            raise RuntimeError(f"stage 1: label_file {cfg.label_file} has {n_clusters} labels, fewer than the P={p} "
+                               "identities a batch needs; lower batch_size / num_instances")
         if n_clusters < p:
             raise RuntimeError(
                 f"stage 1, epoch {epoch}: DBSCAN found {n_clusters} clusters in {len(labels)} source images "
@@ -381,7 +399,9 @@ def run_cmam(
             mem_g.reset(f_gray.to(device), torch.from_numpy(labels_g).to(device))
         row: dict = {"epoch": epoch, "phase": "instance" if instance_phase else "clusters", "cluster_seconds": time.time() - te}
         row.update({f"labels_{k}": v for k, v in label_quality(labels, true_ids).items()})
-        if cfg.label_space == "per_network" and model_g is not None:
+        if file_sha is not None:
+            row["label_file_sha256"] = file_sha
+        if not shared_labels and model_g is not None:
             row.update({f"labels_g_{k}": v for k, v in label_quality(labels_g, true_ids).items()})
 
         # ---- training ----------------------------------------------------------------
@@ -390,7 +410,7 @@ def run_cmam(
         sampler = RandomIdentitySampler(labels, k, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1)
         sampler.set_epoch(epoch)
         batches = list(sampler.batches())
-        use_kl = cfg.kl_weight > 0 and epoch >= kl_from and cfg.label_space == "shared"
+        use_kl = cfg.kl_weight > 0 and epoch >= kl_from and shared_labels
         for m in nets:
             m.train()
         lab_t = torch.from_numpy(labels).to(device)
@@ -438,6 +458,7 @@ def run_cmam(
             "train_seconds": train_seconds,
             "n_seen": n_seen,
             "config": config_to_dict(cfg),
+            "label_file_sha256": file_sha,
             "stage": "cmam",
         }
         ckpt.save(state)
