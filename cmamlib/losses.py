@@ -147,20 +147,25 @@ class SimilarityMatrixLoss(nn.Module):
 
 class DistanceMatrixLoss(nn.Module):
     """Stage-2 mutual term: squared difference of two models' in-batch Euclidean distance
-    matrices of L2-normalised features, averaged over the ``B x B`` entries.
+    matrices of L2-normalised features, averaged (``reduction="mean"``) or summed
+    (``"sum"``, the authors' code) over the ``B x B`` entries.
 
     With ``detach_teacher=False`` (the authors' code) both models receive gradients.
     Shapes:
         a, b ``(B, D)`` features.
     """
 
-    def __init__(self, detach_teacher: bool = False):
+    def __init__(self, detach_teacher: bool = False, reduction: str = "mean"):
         super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction {reduction!r}: expected 'sum' or 'mean'")
         self.detach_teacher = detach_teacher
+        self.reduction = reduction
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         za = F.normalize(a.float(), dim=1)
         zb = F.normalize(b.float(), dim=1)
         if self.detach_teacher:
             zb = zb.detach()
-        return ((euclidean_dist(za, za) - euclidean_dist(zb, zb)) ** 2).mean()
+        diff = (euclidean_dist(za, za) - euclidean_dist(zb, zb)) ** 2
+        return diff.sum() if self.reduction == "sum" else diff.mean()

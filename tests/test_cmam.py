@@ -201,3 +201,17 @@ def test_label_file_labels_every_epoch_and_errors(source, tmp_path):
     bad.write_text("path,label\n" + 2 * f"{recs[0].path.rsplit('/', 1)[-1]},1\n")
     with pytest.raises(ValueError, match="listed twice"):
         read_label_file(bad, recs)
+
+
+def test_view_forward_separate_normalises_each_view_alone(source):
+    """view_forward="separate" (the authors' code: F_rg's two views in two forwards, so
+    BatchNorm takes each view's own batch statistics) trains and differs from the one
+    concatenated forward; a bad value names itself."""
+    recs, imgs = source
+    cfg = replace(SMOKE, epochs=1)
+    a = run_cmam(cfg, recs, imgs, progress=False)
+    b = run_cmam(replace(cfg, view_forward="separate"), recs, imgs, progress=False)
+    assert b.history[0]["loss_mem_rg_gray"] == b.history[0]["loss_mem_rg_gray"]
+    assert b.history[0]["loss_mem_rg_rgb"] != pytest.approx(a.history[0]["loss_mem_rg_rgb"], rel=1e-6)
+    with pytest.raises(ValueError, match="view_forward='both'"):
+        run_cmam(replace(cfg, view_forward="both"), recs, imgs, progress=False)

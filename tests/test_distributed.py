@@ -316,3 +316,18 @@ def test_torchrun_resumes_a_run_started_in_one_process(tiny_data, tmp_path):
     ref = full.model_rg.state_dict()
     worst = max(float((state["model_rg"][k].double() - v.double()).abs().max()) for k, v in ref.items())
     assert worst <= 1e-3, worst
+
+
+@pytest.mark.slow
+def test_torchrun_stage1_with_two_forwards_per_view(tiny_data, tmp_path):
+    """``stage1.view_forward=separate`` calls the DDP-wrapped F_rg twice per step (RGB, then
+    gray, as the authors' code): under ``torchrun --nproc_per_node 2`` it trains and the
+    ranks stay identical."""
+    out = tmp_path / "s1"
+    _cli(["train", "stage1", "--config", "smoke", "--data-root", str(tiny_data), "--no-progress", "--out", str(out),
+          "stage1.view_forward=separate"], torchrun=2)
+    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["world_size"] == 2
+    for r in rows:
+        assert len(set(r["rank_state_hashes"])) == 1
+        assert np.isfinite(r["loss_mem_rg_gray"])

@@ -132,3 +132,6 @@ def test_distance_matrix_loss():
     da, db = dm(a), dm(b)
     want = sum((da[i][j] - db[i][j]) ** 2 for i in range(5) for j in range(5)) / 25
     assert DistanceMatrixLoss()(a, b).item() == pytest.approx(want, abs=1e-5)
+    assert DistanceMatrixLoss(reduction="sum")(a, b).item() == pytest.approx(25 * want, abs=1e-4)  # the authors' code
+    with pytest.raises(ValueError, match="reduction 'max'"):
+        DistanceMatrixLoss(reduction="max")

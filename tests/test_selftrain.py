@@ -131,8 +131,9 @@ def test_resume_reaches_the_same_weights(smoke, target, tmp_path):
         {"match_unequal": "drop", "match_cost": "cosine"},
         {"mutual_ema": True, "kl_mode": "symmetric"},
         {"epochs": 1, "kmeans_epochs": 1, "iters_per_epoch": 2},
+        {"dist_reduction": "sum"},
     ],
-    ids=["one_model", "joint", "second_round", "drop", "ema_symkl", "kmeans"],
+    ids=["one_model", "joint", "second_round", "drop", "ema_symkl", "kmeans", "dist_sum"],
 )
 def test_ablations_run(target, overrides):
     recs, imgs = target
@@ -293,3 +294,8 @@ def test_stage2_experiment_upper_bound_must_share_the_input_size():
     sup = calibration.model_config("visible_infrared", SupervisedConfig(image_size=(128, 64)))
     with pytest.raises(ValueError, match=r"\(128, 64\).*\(32, 16\)"):
         experiments.stage2_experiment(None, SMOKE, [], [0], None, None, None, supervised_base=sup)
+
+
+def test_bad_dist_reduction_names_itself():
+    with pytest.raises(ValueError, match="dist_reduction='max'"):
+        replace(SMOKE, dist_reduction="max").validate()

@@ -4,7 +4,8 @@ images (shared/METHOD.md, "Stage 1" and "What the authors' released code does").
 Two networks:
 
 * ``F_rg``, the RGB-gray extractor, fed the RGB view and the gray ("fake infrared")
-  view of every image (one concatenated forward);
+  view of every image (one concatenated forward; ``view_forward="separate"``: two, as
+  the authors' code, so BatchNorm normalises each view with its own batch statistics);
 * ``F_g``, the auxiliary gray extractor, fed the gray view only.
 
 Per epoch: features of every source image, Jaccard + DBSCAN pseudo labels
@@ -106,6 +107,10 @@ class CMAMConfig:
         temperature / memory_momentum / memory_mode: cluster memory (0.05, 0.2, "mean";
             *reconstruction*: the code uses a circle classifier on fixed labels).
         gray_mode: ``"random_channel"`` (default, the code) or ``"luma"``.
+        view_forward: how ``F_rg`` sees its two views in training: ``"concat"`` (one
+            forward of the concatenated batch: BatchNorm statistics over both views) or
+            ``"separate"`` (two forwards, as the authors' code: each view normalised by
+            its own batch statistics).
         use_gray_view / use_aux_gray: ablations (i) RGB only, (ii) one network.
         kl_weight / sim_weight / kl_start_fraction: mutual terms (0.1, 0.5, 0.5: the code).
         lambda_rg2g / lambda_g2rg: per-direction scales (1.0 each).
@@ -170,6 +175,7 @@ class CMAMConfig:
     memory_momentum: float = 0.2
     memory_mode: str = "mean"
     gray_mode: str = "random_channel"
+    view_forward: str = "concat"
     use_gray_view: bool = True
     use_aux_gray: bool = True
     kl_weight: float = 0.1
@@ -211,6 +217,8 @@ class CMAMConfig:
             raise ValueError(f"knn_backend={self.knn_backend!r}: expected 'torch', 'faiss' or 'auto'")
         if self.label_space not in ("shared", "per_network"):
             raise ValueError(f"label_space={self.label_space!r}: expected 'shared' or 'per_network'")
+        if self.view_forward not in ("concat", "separate"):
+            raise ValueError(f"view_forward={self.view_forward!r}: expected 'concat' or 'separate'")
         if self.rg2g_teacher_view not in ("rgb", "gray"):
             raise ValueError(f"rg2g_teacher_view={self.rg2g_teacher_view!r}: expected 'rgb' or 'gray'")
         if self.use_aux_gray and not self.use_gray_view:
@@ -508,7 +516,10 @@ def _step_losses(
     out: dict[str, torch.Tensor] = {}
     gather = dist.gather_with_grad
     with autocast(device, cfg.amp, cfg.amp_dtype):
-        if cfg.use_gray_view:
+        if cfg.use_gray_view and cfg.view_forward == "separate":  # BN batch statistics per view (the code)
+            o, og_rg = model_rg(x), model_rg(xg)
+            f_rgb, f_rgg, p_rgb, p_rgg = o.bn_feat, og_rg.bn_feat, o.feat, og_rg.feat
+        elif cfg.use_gray_view:
             o = model_rg(torch.cat([x, xg]))
             f_rgb, f_rgg = o.bn_feat[:b], o.bn_feat[b:]
             p_rgb, p_rgg = o.feat[:b], o.feat[b:]
@@ -542,8 +553,11 @@ def _step_losses(
             # teachers (detached; EMA copies when enabled)
             if ema_rg is not None:
                 with torch.no_grad():
-                    t_rg = ema_rg(torch.cat([x, xg])).bn_feat
-                    t_rgb, t_rgg = t_rg[:b], t_rg[b:]
+                    if cfg.view_forward == "separate":
+                        t_rgb, t_rgg = ema_rg(x).bn_feat, ema_rg(xg).bn_feat
+                    else:
+                        t_rg = ema_rg(torch.cat([x, xg])).bn_feat
+                        t_rgb, t_rgg = t_rg[:b], t_rg[b:]
                     t_g = ema_g(xg).bn_feat
             else:
                 t_rgb, t_rgg, t_g = f_rgb.detach(), f_rgg.detach(), f_g.detach()
