@@ -61,6 +61,15 @@ def noisy_labels(pids: np.ndarray, noise: float, seed: int) -> np.ndarray:
     return out
 
 
+def mean_pairwise_cos(features) -> float:
+    """Mean cosine similarity over all pairs ``i != j`` of L2-normalised features ``(N, D)``
+    (1.0: every image has the same feature, a collapsed network)."""
+    f = features.double()
+    n = f.shape[0]
+    total = float((f.sum(0) ** 2).sum()) - float((f ** 2).sum())  # sum over i != j of f_i . f_j
+    return total / (n * (n - 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data")
@@ -93,11 +102,12 @@ def main() -> None:
                 res = run_cmam(cfg, market.train.records, market.train.images, run_dir=runs_dir / "stage1" / f"{variant}_seed{seed}",
                                resume=True, progress=False)
                 m = experiments.stage1_metrics(res.model_rg, sysu, market, args.trials)
+                m["source_test_feature_mean_cos"] = mean_pairwise_cos(experiments.model_features(res.model_rg)(market.query.images))
                 mem = [r.get("loss_mem_rg_rgb") for r in res.history]
                 stage1_rows.append({"labels": name, "label_agreement": agree, "variant": variant, "seed": seed,
                                     "seconds": time.time() - t0, **m, "loss_mem_rg_rgb_per_epoch": mem})
                 print(f"stage 1 {name} {variant:28s} seed {seed}: all mAP {100 * m['all_mAP']:5.1f} source mAP "
-                      f"{100 * m['source_mAP']:5.1f} | memory loss per epoch {[round(x, 1) for x in mem]} ({time.time() - t0:.0f} s)", flush=True)
+                      f"{100 * m['source_mAP']:5.1f} | test features' mean cosine {m['source_test_feature_mean_cos']:.3f} | memory loss per epoch {[round(x, 1) for x in mem]} ({time.time() - t0:.0f} s)", flush=True)
         for variant in args.variants:
             for seed in args.seeds:
                 t0 = time.time()
@@ -112,7 +122,7 @@ def main() -> None:
     for kind, rows in (("stage1", stage1_rows), ("stage2", stage2_rows)):
         for key in sorted({(r["labels"], r["variant"]) for r in rows}):
             sel = [r for r in rows if (r["labels"], r["variant"]) == key]
-            keys = ("all_R1", "all_mAP", "source_mAP") if kind == "stage1" else ("all_R1", "all_mAP")
+            keys = ("all_R1", "all_mAP", "source_mAP", "source_test_feature_mean_cos") if kind == "stage1" else ("all_R1", "all_mAP")
             summary.append({"stage": kind, "labels": key[0], "variant": key[1], "seeds": [r["seed"] for r in sel],
                             **experiments.mean_std(sel, keys)})
     for s in summary:

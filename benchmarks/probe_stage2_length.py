@@ -11,7 +11,9 @@ half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs liv
 
 ``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field for every run
 (value parsed as JSON, else a string), e.g. ``--set gray_mode=luma``; the rows and the
-run folders carry the setting.
+run folders carry the setting. ``--set1 FIELD=VALUE`` changes a ``CMAMConfig`` field of
+the stage-1 init runs, which then live in ``runs/probe_stage2_length/stage1_<setting>/``
+instead of the notebooks' ``runs/stage1``.
 """
 
 from __future__ import annotations
@@ -37,13 +39,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[6, 18])
     ap.add_argument("--variants", nargs="+", default=["full_sim005", "stage1_rgb_only"])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
+    ap.add_argument("--set1", dest="sets1", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--out", default="reports/probes/stage2_length.json")
     args = ap.parse_args()
     s1, s2 = CMAMConfig(), SelfTrainConfig()
-    overrides = dict(_parse_set(x) for x in args.sets)
-    s2 = replace(s2, **overrides)
-    setting = ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
-    tag = "" if not overrides else "_" + "_".join(f"{k}-{v}" for k, v in overrides.items())
+    overrides = dict(_parse_set(x, SelfTrainConfig) for x in args.sets)
+    overrides1 = dict(_parse_set(x, CMAMConfig) for x in args.sets1)
+    s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)
+    setting = ",".join([*(f"stage1.{k}={v}" for k, v in overrides1.items()), *(f"{k}={v}" for k, v in overrides.items())]) or "default"
+    tag = "".join(f"_{k}-{v}" for k, v in overrides.items())
+    tag1 = "_".join(f"{k}-{v}" for k, v in overrides1.items())
+    runs_dir = Path(args.runs) / "probe_stage2_length" / f"stage1_{tag1}" if overrides1 else Path(args.runs)
+    run_prefix = "" if overrides1 else "probe_stage2_length/"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     rows = []
@@ -51,8 +58,8 @@ def main() -> None:
         for epochs in args.epochs:
             for seed in args.seeds:
                 t0 = time.time()
-                res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, args.runs,
-                                                  progress=False, run_name=f"probe_stage2_length/{variant}_e{epochs}{tag}_seed{seed}")
+                res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, runs_dir,
+                                                  progress=False, run_name=f"{run_prefix}{variant}_e{epochs}{tag}_seed{seed}")
                 m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10)
                 last = res.history[-1]
                 diag = {k: last.get(k) for k in DIAGNOSTICS}
@@ -63,18 +70,18 @@ def main() -> None:
                       f"{100 * m['all_mAP']:5.1f} | last epoch {diag} ({row['seconds']:.0f} s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "stage2_base": experiments.config_dict(s2)}, indent=1))
+    out.write_text(json.dumps({"rows": rows, "stage1_base": experiments.config_dict(s1), "stage2_base": experiments.config_dict(s2)}, indent=1))
     print("wrote", out)
 
 
-def _parse_set(text: str) -> tuple[str, object]:
-    """``FIELD=VALUE`` -> ``(FIELD, value)``; an unknown field is an error naming it."""
+def _parse_set(text: str, config_class: type) -> tuple[str, object]:
+    """``FIELD=VALUE`` -> ``(FIELD, value)``; a field ``config_class`` lacks is an error naming it."""
     from dataclasses import fields
 
     key, sep, raw = text.partition("=")
-    names = {f.name for f in fields(SelfTrainConfig)}
+    names = {f.name for f in fields(config_class)}
     if not sep or key not in names:
-        raise SystemExit(f"--set {text!r}: expected FIELD=VALUE with FIELD one of {sorted(names)}")
+        raise SystemExit(f"{text!r}: expected FIELD=VALUE with FIELD one of {config_class.__name__}'s {sorted(names)}")
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:

@@ -30,8 +30,12 @@ the ``config.yaml`` a run writes)::
     128 = 8 ids x 16, Adam 1e-4, 40 epochs x 300 iterations (the code's 12k), Jaccard
     k1 30 / k2 6, DBSCAN eps 0.6 on the source (cluster-contrast's Market-1501 value)
     and 0.4 on the target (the code), AMP, weight decay 5e-4, crop / flip / erasing 0.5 /
-    jitter 0.15, no camera centring (a reconstruction for random-init CPU runs). Source:
-    Market-1501 train + query + gallery (the code's train+test), unlabeled.
+    jitter 0.15, no camera centring (a reconstruction for random-init CPU runs), F_rg's
+    two views in two forwards (``stage1.view_forward=separate``) and the stage-2
+    distance-matrix term summed over the batch (``stage2.dist_reduction=sum``), as the
+    code. Source: Market-1501 train + query + gallery (the code's train+test), unlabeled;
+    the authors' PPLR pseudo labels, if you have them as a ``path,label`` CSV, go in
+    ``stage1.label_file``.
 ``paper-sysu-mm02``, ``paper-llcm``
     The same at 288x144 with the peer USL-VI schedule (ADCA / PGM) for stage 2: 50
     epochs x 200 iterations.
@@ -221,10 +225,10 @@ def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, de
                  "target": target},
         "stage1": {**_PAPER_BACKBONE, "image_size": size, "batch_size": 64, "num_instances": 16, "lr": 3.5e-4,
                    "epochs": 50, "iters_per_epoch": 600, "kl_start_fraction": 0.5, "k1": 30, "k2": 6, "eps": 0.6,
-                   "min_samples": 4},
+                   "min_samples": 4, "view_forward": "separate"},
         "stage2": {**_PAPER_BACKBONE, "image_size": size, "batch_size": 128, "num_instances": 16, "lr": 1e-4,
                    "epochs": s2_epochs, "iters_per_epoch": s2_iters, "k1": 30, "k2": 6, "eps": 0.4,
-                   "min_samples": 4},
+                   "min_samples": 4, "dist_reduction": "sum"},
     }
 
 
