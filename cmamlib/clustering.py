@@ -822,6 +822,34 @@ def camera_centre(features: torch.Tensor | np.ndarray, camids: np.ndarray, stand
     return torch.nn.functional.normalize(x, dim=1)
 
 
+def cluster_majority(labels: np.ndarray, true_ids: np.ndarray) -> dict[int, tuple[int, int, int]]:
+    """Majority true identity of every cluster (a diagnostic: true ids are never used for
+    training).
+
+    Args:
+        labels: (N,) int pseudo labels, -1 = noise (skipped).
+        true_ids: (N,) int true identities.
+
+    Returns:
+        ``{cluster: (majority id, its count, cluster size)}`` for every cluster id >= 0;
+        ties go to the smallest identity. Purity of a cluster = count / size.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    true_ids = np.asarray(true_ids).reshape(-1)
+    if labels.shape != true_ids.shape:
+        raise ValueError(f"labels has {labels.shape[0]} entries, true_ids {true_ids.shape[0]}")
+    keep = labels >= 0
+    if not keep.any():
+        return {}
+    l_uniq, l_inv = np.unique(labels[keep], return_inverse=True)
+    t_uniq, t_inv = np.unique(true_ids[keep], return_inverse=True)
+    counts = np.zeros((len(l_uniq), len(t_uniq)), dtype=np.int64)
+    np.add.at(counts, (l_inv, t_inv), 1)
+    best = counts.argmax(1)  # first maximum: the smallest identity among ties
+    sizes = counts.sum(1)
+    return {int(c): (int(t_uniq[b]), int(counts[k, b]), int(sizes[k])) for k, (c, b) in enumerate(zip(l_uniq, best))}
+
+
 def label_quality(labels: np.ndarray, true_ids: np.ndarray) -> dict[str, float]:
     """Quality of pseudo labels against the true identities (a diagnostic: true ids are
     never used for training).

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from .clustering import cluster_majority
 from .data.records import INFRARED, Record
 
 __all__ = ["PseudoLabelInspector", "Entry"]
@@ -190,11 +191,10 @@ class PseudoLabelInspector:
         self.majority: dict[str, dict[int, int]] = {s: {} for s in SIDES}
         self.purity: dict[str, dict[int, float]] = {s: {} for s in SIDES}
         if self.true_pids is not None:
-            for side in SIDES:
-                for c, m in self.members[side].items():
-                    vals, counts = np.unique(self.true_pids[m], return_counts=True)
-                    self.majority[side][c] = int(vals[np.argmax(counts)])
-                    self.purity[side][c] = float(counts.max() / len(m))
+            for side, mask in (("visible", ~self.is_ir), ("infrared", self.is_ir)):
+                for c, (major, count, size) in cluster_majority(self.labels[mask], self.true_pids[mask]).items():
+                    self.majority[side][c] = major
+                    self.purity[side][c] = count / size
 
         matched_v = {a for a, _ in self.pair_set}
         matched_i = {b for _, b in self.pair_set}

@@ -227,6 +227,25 @@ def test_label_quality_against_loop():
     assert perfect["ari"] == pytest.approx(1) and perfect["nmi"] == pytest.approx(1) and perfect["purity"] == 1
 
 
+def test_cluster_majority_against_loop():
+    from cmamlib.clustering import cluster_majority
+
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 5, 120)
+    lab = np.where(rng.random(120) < 0.2, -1, (true + (rng.random(120) < 0.3)) % 6)
+    got = cluster_majority(lab, true)
+    want = {}
+    for c in sorted(set(lab[lab >= 0].tolist())):  # the obvious way: count every identity in the cluster
+        members = [int(t) for t, l in zip(true, lab) if l == c]
+        counts = {t: members.count(t) for t in sorted(set(members))}
+        top = max(counts.values())
+        major = min(t for t, n in counts.items() if n == top)
+        want[c] = (major, top, len(members))
+    assert got == want
+    assert cluster_majority(np.array([0, 0, 1, 1]), np.array([7, 3, 5, 5])) == {0: (3, 1, 2), 1: (5, 2, 2)}  # tie -> smallest id
+    assert cluster_majority(np.array([-1, -1]), np.array([1, 2])) == {}
+
+
 def test_pseudo_labels_finds_separated_blobs():
     from cmamlib.clustering import pseudo_labels
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..clustering import camera_centre, label_quality, pseudo_labels
+from ..clustering import camera_centre, cluster_majority, label_quality, pseudo_labels
 from ..data.loading import load_images
 from ..data.records import INFRARED, Record
 from ..data.samplers import CrossModalitySampler
@@ -439,15 +439,7 @@ def _overrides_apply(overrides: Mapping[str, Any] | None, epoch: int) -> bool:
 
 def _majority(labels: np.ndarray, true_ids: np.ndarray) -> dict[int, int]:
     """Majority true identity of every cluster id >= 0 (diagnostics only)."""
-    out: dict[int, int] = {}
-    keep = labels >= 0
-    if not keep.any():
-        return out
-    lab, tid = labels[keep], true_ids[keep]
-    for c in np.unique(lab):
-        vals, counts = np.unique(tid[lab == c], return_counts=True)
-        out[int(c)] = int(vals[np.argmax(counts)])
-    return out
+    return {c: major for c, (major, _, _) in cluster_majority(labels, true_ids).items()}
 
 
 def pair_accuracy(pairs: np.ndarray, vis_labels: np.ndarray, ir_labels: np.ndarray, vis_true: np.ndarray, ir_true: np.ndarray) -> float:
