@@ -38,6 +38,7 @@ from cmamlib import experiments
 from cmamlib.data.label_files import write_label_file
 from cmamlib.training.cmam import CMAMConfig, run_cmam, variant_config
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
+from probe_stage2_length import parse_set  # benchmarks/, next to this script
 
 DIAGNOSTICS = ("pairs_correct_fraction", "unified_purity", "vis_clusters", "ir_clusters")
 
@@ -97,7 +98,7 @@ def main() -> None:
             for seed in args.seeds:
                 t0 = time.time()
                 name_, _, over = variant.partition("+")
-                overrides = dict(_parse_override(x) for x in over.split(",")) if over else {}
+                overrides = dict(parse_set(x, CMAMConfig) for x in over.split(",")) if over else {}
                 cfg = replace(variant_config(base, name_), seed=seed, **overrides)
                 res = run_cmam(cfg, market.train.records, market.train.images, run_dir=runs_dir / "stage1" / f"{variant}_seed{seed}",
                                resume=True, progress=False)
@@ -133,17 +134,6 @@ def main() -> None:
     out.write_text(json.dumps({"summary": summary, "stage1": stage1_rows, "stage2": stage2_rows,
                                "stage1_base": experiments.config_dict(s1), "stage2_base": experiments.config_dict(s2)}, indent=1))
     print("wrote", out)
-
-
-def _parse_override(text: str) -> tuple[str, object]:
-    """``field=value`` -> ``(field, value)``, the value parsed as JSON, else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise SystemExit(f"--stage1 override {text!r}: expected field=value")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 if __name__ == "__main__":

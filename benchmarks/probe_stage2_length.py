@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--out", default="reports/probes/stage2_length.json")
     args = ap.parse_args()
     s1, s2 = CMAMConfig(), SelfTrainConfig()
-    overrides = dict(_parse_set(x, SelfTrainConfig) for x in args.sets)
-    overrides1 = dict(_parse_set(x, CMAMConfig) for x in args.sets1)
+    overrides = dict(parse_set(x, SelfTrainConfig) for x in args.sets)
+    overrides1 = dict(parse_set(x, CMAMConfig) for x in args.sets1)
     s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)
     setting = ",".join([*(f"stage1.{k}={v}" for k, v in overrides1.items()), *(f"{k}={v}" for k, v in overrides.items())]) or "default"
     tag = "".join(f"_{k}-{v}" for k, v in overrides.items())
@@ -74,7 +74,7 @@ def main() -> None:
     print("wrote", out)
 
 
-def _parse_set(text: str, config_class: type) -> tuple[str, object]:
+def parse_set(text: str, config_class: type) -> tuple[str, object]:
     """``FIELD=VALUE`` -> ``(FIELD, value)``; a field ``config_class`` lacks is an error naming it."""
     from dataclasses import fields
 
