@@ -155,6 +155,9 @@ def _step_worker(rank: int, world: int, port: int, stage: int, out: str) -> None
             [torch.nn.Parameter(t) for t in res["grads"].values()])}))
         if rank == 0:
             torch.save({**res, "grad_hashes": hashes}, out)
+        # both ranks leave together: once (1 of many CI runs) rank 1, tearing down gloo while
+        # rank 0 was still saving, aborted ("terminate called without an active exception")
+        torch.distributed.barrier()
     finally:
         dist.cleanup()
 
