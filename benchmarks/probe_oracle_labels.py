@@ -7,6 +7,8 @@ pairs, or its training loop? The full method (notebook 03's row, stage 1 from
   are the right ones: a visible and an infrared cluster are paired when their majority
   true identities agree (one pair per identity: the largest cluster of each side);
   clusters without a partner stay modality-specific;
+* ``oracle_clusters``: per modality, the true identities as clusters, but the
+  cross-modality pairs found by the method's own bipartite matching of their centroids;
 * ``oracle_labels``: every training image labelled by its true identity, one label
   space for both modalities (what stage 2's loop reaches with perfect pseudo labels).
 
@@ -16,7 +18,7 @@ library's training never reads them. Writes ``reports/probes/oracle_labels.json`
 live in ``runs/probe_oracle_labels/``. Not part of ``make bench`` (about 2 minutes per
 row and seed on 2 cores).
 
-    python benchmarks/probe_oracle_labels.py [--data data] [--seeds 0 1] [--rows full oracle_pairs oracle_labels]
+    python benchmarks/probe_oracle_labels.py [--data data] [--seeds 0 1] [--rows full oracle_pairs oracle_clusters oracle_labels]
         [--epochs 24] [--out reports/probes/oracle_labels_e24.json]
 """
 
@@ -33,12 +35,12 @@ import numpy as np
 from cmamlib import experiments
 from cmamlib.clustering import cluster_majority
 from cmamlib.data.readers import relabel
-from cmamlib.labeling import unify_labels
+from cmamlib.labeling import cluster_centroids, match_clusters, unify_labels
 from cmamlib.training import selftrain
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 
-ROWS = ("full", "oracle_pairs", "oracle_labels")
+ROWS = ("full", "oracle_pairs", "oracle_clusters", "oracle_labels")
 DIAGNOSTICS = ("pairs", "pairs_correct_fraction", "unified_purity", "vis_clusters", "ir_clusters")
 _original = selftrain.cluster_and_match
 
@@ -55,8 +57,8 @@ def largest_cluster_per_identity(labels: np.ndarray, true_ids: np.ndarray) -> di
 
 def oracle_wrapper(mode: str, true_ids: np.ndarray):
     """A drop-in for :func:`cmamlib.training.selftrain.cluster_and_match` whose pairs
-    (``mode="oracle_pairs"``) or labels (``"oracle_labels"``) come from ``true_ids``
-    ``(N,)``, record order."""
+    (``mode="oracle_pairs"``), per-modality clusters (``"oracle_clusters"``) or labels
+    (``"oracle_labels"``) come from ``true_ids`` ``(N,)``, record order."""
 
     def wrapped(features, is_ir, cams, cfg, epoch=0, kmeans_k=None, label_overrides=None):
         el = _original(features, is_ir, cams, cfg, epoch, kmeans_k, label_overrides)
@@ -70,6 +72,18 @@ def oracle_wrapper(mode: str, true_ids: np.ndarray):
             labels = np.full(len(is_ir_), -1, dtype=np.int64)
             labels[vis_idx], labels[ir_idx] = u_vis, u_ir
             return replace(el, pairs=pairs, labels=labels, similarity=np.zeros(len(pairs)))
+        if mode == "oracle_clusters":  # true clusters per modality, the method's own matching
+            vis_l, ir_l = relabel(true_ids[vis_idx]), relabel(true_ids[ir_idx])
+            x = el.features
+            vc, vids = cluster_centroids(x[vis_idx], vis_l)
+            ic, iids = cluster_centroids(x[ir_idx], ir_l)
+            m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
+            pairs = np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1).astype(np.int64)
+            u_vis, u_ir = unify_labels(vis_l, ir_l, pairs, keep_unmatched=True)
+            labels = np.full(len(is_ir_), -1, dtype=np.int64)
+            labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+            return replace(el, raw_vis_labels=vis_l, raw_ir_labels=ir_l, vis_labels=vis_l, ir_labels=ir_l,
+                           pairs=pairs, labels=labels, similarity=np.zeros(len(pairs)))
         ids = relabel(true_ids)  # one label per identity, both modalities
         vis_l, ir_l = ids[vis_idx], ids[ir_idx]
         both = np.intersect1d(vis_l, ir_l)
