@@ -35,7 +35,6 @@ import numpy as np
 from cmamlib import experiments
 from cmamlib.clustering import cluster_majority
 from cmamlib.data.readers import relabel
-from cmamlib.labeling import cluster_centroids, match_clusters, unify_labels
 from cmamlib.training import selftrain
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
@@ -68,20 +67,12 @@ def oracle_wrapper(mode: str, true_ids: np.ndarray):
             v = largest_cluster_per_identity(el.vis_labels, true_ids[vis_idx])
             i = largest_cluster_per_identity(el.ir_labels, true_ids[ir_idx])
             pairs = np.array([[v[p], i[p]] for p in sorted(set(v) & set(i))], dtype=np.int64).reshape(-1, 2)
-            u_vis, u_ir = unify_labels(el.vis_labels, el.ir_labels, pairs, keep_unmatched=True)
-            labels = np.full(len(is_ir_), -1, dtype=np.int64)
-            labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+            labels = selftrain.shared_labels(el.vis_labels, el.ir_labels, pairs, is_ir_)
             return replace(el, pairs=pairs, labels=labels, similarity=np.zeros(len(pairs)))
         if mode == "oracle_clusters":  # true clusters per modality, the method's own matching
             vis_l, ir_l = relabel(true_ids[vis_idx]), relabel(true_ids[ir_idx])
-            x = el.features
-            vc, vids = cluster_centroids(x[vis_idx], vis_l)
-            ic, iids = cluster_centroids(x[ir_idx], ir_l)
-            m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
-            pairs = np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1).astype(np.int64)
-            u_vis, u_ir = unify_labels(vis_l, ir_l, pairs, keep_unmatched=True)
-            labels = np.full(len(is_ir_), -1, dtype=np.int64)
-            labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+            pairs = selftrain.match_modalities(el.features[vis_idx], el.features[ir_idx], vis_l, ir_l, cfg)
+            labels = selftrain.shared_labels(vis_l, ir_l, pairs, is_ir_)
             return replace(el, raw_vis_labels=vis_l, raw_ir_labels=ir_l, vis_labels=vis_l, ir_labels=ir_l,
                            pairs=pairs, labels=labels, similarity=np.zeros(len(pairs)))
         ids = relabel(true_ids)  # one label per identity, both modalities

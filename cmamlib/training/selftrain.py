@@ -543,6 +543,38 @@ def _pair_similarity(features: torch.Tensor, vis_idx, ir_idx, vis_lab, ir_lab, p
     return np.array([float(vc[rv[int(a)]] @ ic[ri[int(b)]]) for a, b in pairs], dtype=np.float64)
 
 
+def match_modalities(x_vis: torch.Tensor, x_ir: torch.Tensor, vis_labels: np.ndarray, ir_labels: np.ndarray,
+                     cfg: SelfTrainConfig) -> np.ndarray:
+    """Bipartite matching of the visible and infrared cluster centroids
+    (:func:`cmamlib.labeling.match_clusters` with ``cfg.match_cost``,
+    ``cfg.match_unequal``, ``cfg.match_threshold``).
+
+    Args:
+        x_vis / x_ir: ``(Nv, D)`` / ``(Ni, D)`` features of each modality's records.
+        vis_labels / ir_labels: ``(Nv,)`` / ``(Ni,)`` cluster ids, ``-1`` noise.
+
+    Returns:
+        ``(M, 2)`` int64 ``(visible_id, infrared_id)`` pairs.
+    """
+    vc, vids = cluster_centroids(x_vis, vis_labels)
+    ic, iids = cluster_centroids(x_ir, ir_labels)
+    m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
+    if not m.num_pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1).astype(np.int64)
+
+
+def shared_labels(vis_labels: np.ndarray, ir_labels: np.ndarray, pairs: np.ndarray, is_ir: np.ndarray) -> np.ndarray:
+    """``(N,)`` int64 training labels in record order from per-modality cluster ids and
+    their pairs (:func:`cmamlib.labeling.unify_labels`, unmatched clusters keep their own
+    label); ``-1`` noise."""
+    is_ir = np.asarray(is_ir, dtype=bool)
+    u_vis, u_ir = unify_labels(vis_labels, ir_labels, pairs, keep_unmatched=True)
+    labels = np.full(len(is_ir), -1, dtype=np.int64)
+    labels[~is_ir], labels[is_ir] = u_vis, u_ir
+    return labels
+
+
 def cluster_and_match(
     features: torch.Tensor | np.ndarray,
     is_ir: np.ndarray,
@@ -608,17 +640,12 @@ def cluster_and_match(
                 f"stage 2, epoch {epoch}: {method} found no cluster among the {len(lab)} {side} images "
                 f"(all noise); raise eps (now {cfg.eps}) or lower min_samples (now {cfg.min_samples})"
             )
-    vc, vids = cluster_centroids(x[vis_idx], vis_lab)
-    ic, iids = cluster_centroids(x[ir_idx], ir_lab)
-    m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
-    pairs = np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1) if m.num_pairs else np.zeros((0, 2), dtype=np.int64)
-    raw = (vis_lab, ir_lab, pairs.astype(np.int64))
+    pairs = match_modalities(x[vis_idx], x[ir_idx], vis_lab, ir_lab, cfg)
+    raw = (vis_lab, ir_lab, pairs)
     applied = _overrides_apply(label_overrides, epoch)
     if applied:
         vis_lab, ir_lab, pairs = apply_overrides(vis_lab, ir_lab, pairs, label_overrides)
-    u_vis, u_ir = unify_labels(vis_lab, ir_lab, pairs, keep_unmatched=True)
-    labels = np.full(len(is_ir), -1, dtype=np.int64)
-    labels[vis_idx], labels[ir_idx] = u_vis, u_ir
+    labels = shared_labels(vis_lab, ir_lab, pairs, is_ir)
     return EpochLabels(
         features=x,
         is_ir=is_ir,
