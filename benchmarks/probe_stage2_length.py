@@ -10,7 +10,8 @@ half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs liv
     python benchmarks/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18]
 
 ``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field for every run
-(value parsed as JSON, else a string), e.g. ``--set gray_mode=luma``; the rows and the
+(value parsed as JSON, else a string), e.g. ``--set gray_mode=luma``, or a field of a
+nested config, e.g. ``--set augment.channel_aug=0.5`` (the rest of it at its default); the rows and the
 run folders carry the setting. ``--set1 FIELD=VALUE`` changes a ``CMAMConfig`` field of
 the stage-1 init runs, which then live in ``runs/probe_stage2_length/stage1_<setting>/``
 instead of the notebooks' ``runs/stage1``.
@@ -43,12 +44,12 @@ def main() -> None:
     ap.add_argument("--out", default="reports/probes/stage2_length.json")
     args = ap.parse_args()
     s1, s2 = CMAMConfig(), SelfTrainConfig()
-    overrides = dict(parse_set(x, SelfTrainConfig) for x in args.sets)
-    overrides1 = dict(parse_set(x, CMAMConfig) for x in args.sets1)
+    overrides, shown = parse_sets(args.sets, SelfTrainConfig)
+    overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
     s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)
-    setting = ",".join([*(f"stage1.{k}={v}" for k, v in overrides1.items()), *(f"{k}={v}" for k, v in overrides.items())]) or "default"
-    tag = "".join(f"_{k}-{v}" for k, v in overrides.items())
-    tag1 = "_".join(f"{k}-{v}" for k, v in overrides1.items())
+    setting = ",".join([*(f"stage1.{k}={v}" for k, v in shown1.items()), *(f"{k}={v}" for k, v in shown.items())]) or "default"
+    tag = "".join(f"_{k}-{v}" for k, v in shown.items())
+    tag1 = "_".join(f"{k}-{v}" for k, v in shown1.items())
     runs_dir = Path(args.runs) / "probe_stage2_length" / f"stage1_{tag1}" if overrides1 else Path(args.runs)
     run_prefix = "" if overrides1 else "probe_stage2_length/"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
@@ -74,14 +75,35 @@ def main() -> None:
     print("wrote", out)
 
 
-def parse_set(text: str, config_class: type) -> tuple[str, object]:
-    """``FIELD=VALUE`` -> ``(FIELD, value)``; a field ``config_class`` lacks is an error naming it."""
+def parse_sets(texts: list[str], config_class: type) -> tuple[dict, dict]:
+    """``FIELD=VALUE`` texts -> ``(overrides for dataclasses.replace, {name: value as
+    shown in rows and run folders})``; nested settings of one field (``augment.flip=0``,
+    ``augment.pad=2``) accumulate."""
+    overrides: dict = {}
+    shown: dict = {}
+    for text in texts:
+        key, value = parse_set(text, config_class, overrides.get(text.partition("=")[0].partition(".")[0]))
+        overrides[key] = value
+        name, _, raw = text.partition("=")
+        shown[name] = raw if "." in name else value
+    return overrides, shown
+
+
+def parse_set(text: str, config_class: type, current: object = None) -> tuple[str, object]:
+    """``FIELD=VALUE`` -> ``(FIELD, value)``; a field ``config_class`` lacks is an error
+    naming it. ``FIELD.SUB=VALUE`` sets ``SUB`` of a nested config dataclass field
+    (``current``, or the field's default)."""
     from dataclasses import fields
 
     key, sep, raw = text.partition("=")
-    names = {f.name for f in fields(config_class)}
-    if not sep or key not in names:
-        raise SystemExit(f"{text!r}: expected FIELD=VALUE with FIELD one of {config_class.__name__}'s {sorted(names)}")
+    key, dot, sub = key.partition(".")
+    by_name = {f.name: f for f in fields(config_class)}
+    if not sep or key not in by_name:
+        raise SystemExit(f"{text!r}: expected FIELD=VALUE with FIELD one of {config_class.__name__}'s {sorted(by_name)}")
+    if dot:  # a field of a nested config dataclass, e.g. augment.channel_aug=0.5
+        nested = current if current is not None else by_name[key].default_factory()  # type: ignore[misc]
+        inner, value = parse_set(f"{sub}={raw}", type(nested))
+        return key, replace(nested, **{inner: value})
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:

@@ -101,7 +101,7 @@ def _check_03(m):
     assert m["supervised_config"]["image_size"] == m["stage2_config"]["image_size"]
     assert 0.0 <= m["goal"]["fraction_of_upper_bound_all_mAP"]
     reg = m["regdb"]
-    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "full_independent_init", "full_sim005", "supervised"]
+    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "supervised"]
     for r in reg["rows"]:
         for k in ("v2t_R1", "v2t_mAP", "t2v_R1", "t2v_mAP"):
             assert 0.0 <= r[k] <= 1.0
