@@ -14,7 +14,8 @@ half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs liv
 nested config, e.g. ``--set augment.channel_aug=0.5`` (the rest of it at its default); the rows and the
 run folders carry the setting. ``--set1 FIELD=VALUE`` changes a ``CMAMConfig`` field of
 the stage-1 init runs, which then live in ``runs/probe_stage2_length/stage1_<setting>/``
-instead of the notebooks' ``runs/stage1``.
+instead of the notebooks' ``runs/stage1``. ``--cluster-features a`` clusters and matches
+model A's features instead of the fused ones (a probe-only patch).
 """
 
 from __future__ import annotations
@@ -41,12 +42,19 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["full_sim005", "stage1_rgb_only"])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--set1", dest="sets1", action="append", default=[], metavar="FIELD=VALUE")
+    ap.add_argument("--cluster-features", choices=("fused", "a"), default="fused",
+                    help="what stage 2 clusters and matches: the fused feature (the method) or model A's alone "
+                         "(a probe-only patch of selftrain.selftrain_epoch_features)")
     ap.add_argument("--out", default="reports/probes/stage2_length.json")
     args = ap.parse_args()
+    if args.cluster_features == "a":
+        _cluster_on_model_a()
     s1, s2 = CMAMConfig(), SelfTrainConfig()
     overrides, shown = parse_sets(args.sets, SelfTrainConfig)
     overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
     s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)
+    if args.cluster_features != "fused":
+        shown["cluster_features"] = args.cluster_features
     setting = ",".join([*(f"stage1.{k}={v}" for k, v in shown1.items()), *(f"{k}={v}" for k, v in shown.items())]) or "default"
     tag = "".join(f"_{k}-{v}" for k, v in shown.items())
     tag1 = "_".join(f"{k}-{v}" for k, v in shown1.items())
@@ -73,6 +81,21 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "stage1_base": experiments.config_dict(s1), "stage2_base": experiments.config_dict(s2)}, indent=1))
     print("wrote", out)
+
+
+def _cluster_on_model_a() -> None:
+    """Make stage 2 cluster and match model A's features instead of the fused ones
+    (``selftrain_epoch_features`` returns ``(f_a, f_b, fused)``; ``fused`` feeds only the
+    clustering), for this process only."""
+    from cmamlib.training import selftrain
+
+    original = selftrain.selftrain_epoch_features
+
+    def a_only(*args, **kwargs):
+        f_a, f_b, _ = original(*args, **kwargs)
+        return f_a, f_b, f_a
+
+    selftrain.selftrain_epoch_features = a_only
 
 
 def parse_sets(texts: list[str], config_class: type) -> tuple[dict, dict]:
