@@ -35,7 +35,7 @@ import torch
 
 from cmamlib import calibration, experiments
 from cmamlib.clustering import camera_centre
-from cmamlib.data.records import INFRARED
+from cmamlib.data.records import record_arrays
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 from cmamlib.training.supervised import SupervisedConfig
@@ -82,10 +82,7 @@ def main() -> None:
     s1, s2 = CMAMConfig(), SelfTrainConfig()
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
-    recs = sysu.train.records
-    pids = np.array([r.pid for r in recs])
-    cams = np.array([r.camid for r in recs])
-    is_ir = np.array([r.modality == INFRARED for r in recs])
+    pids, cams, is_ir = record_arrays(sysu.train.records)
     sup_base = calibration.model_config("visible_infrared", SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size))
     rows = []
     for seed in args.seeds:

@@ -39,6 +39,7 @@ import torch
 
 from cmamlib import calibration, experiments
 from cmamlib.clustering import camera_centre, label_quality
+from cmamlib.data.records import record_arrays
 from cmamlib.data.transforms import gray_luma
 from cmamlib.labeling import cluster_centroids, match_clusters
 from cmamlib.models import build_model
@@ -83,10 +84,7 @@ def main() -> None:
     s1, s2 = CMAMConfig(), SelfTrainConfig()
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
-    recs = sysu.train.records
-    is_ir = np.array([r.modality == "infrared" for r in recs])
-    cams = np.array([r.camid for r in recs])
-    pids = np.array([r.pid for r in recs])  # diagnostics only
+    pids, cams, is_ir = record_arrays(sysu.train.records)  # pids: diagnostics only
 
     torch.manual_seed(args.seed)
     sources = {"random init": (build_model(s2.arch, width=s2.width).eval(), build_model(s2.arch, width=s2.width).eval())}
