@@ -116,7 +116,7 @@ def parse_set(text: str, config_class: type, current: object = None) -> tuple[st
     """``FIELD=VALUE`` -> ``(FIELD, value)``; a field ``config_class`` lacks is an error
     naming it. ``FIELD.SUB=VALUE`` sets ``SUB`` of a nested config dataclass field
     (``current``, or the field's default)."""
-    from dataclasses import fields
+    from dataclasses import MISSING, fields, is_dataclass
 
     key, sep, raw = text.partition("=")
     key, dot, sub = key.partition(".")
@@ -124,7 +124,10 @@ def parse_set(text: str, config_class: type, current: object = None) -> tuple[st
     if not sep or key not in by_name:
         raise SystemExit(f"{text!r}: expected FIELD=VALUE with FIELD one of {config_class.__name__}'s {sorted(by_name)}")
     if dot:  # a field of a nested config dataclass, e.g. augment.channel_aug=0.5
-        nested = current if current is not None else by_name[key].default_factory()  # type: ignore[misc]
+        factory = by_name[key].default_factory
+        if current is None and (factory is MISSING or not is_dataclass(factory())):
+            raise SystemExit(f"{text!r}: {config_class.__name__}.{key} is not a nested config; use {key}=VALUE")
+        nested = current if current is not None else factory()
         inner, value = parse_set(f"{sub}={raw}", type(nested))
         return key, replace(nested, **{inner: value})
     try:
