@@ -19,7 +19,10 @@ live in ``runs/probe_oracle_labels/``. Not part of ``make bench`` (about 2 minut
 row and seed on 2 cores).
 
     python benchmarks/probe_oracle_labels.py [--data data] [--seeds 0 1] [--rows full oracle_pairs oracle_clusters oracle_labels]
-        [--epochs 24] [--out reports/probes/oracle_labels_e24.json]
+        [--epochs 24] [--set FIELD=VALUE ...] [--out reports/probes/oracle_labels_e24.json]
+
+``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field of every row, as in
+``probe_stage2_length.py``; the run folders carry the setting.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from cmamlib.data.readers import relabel
 from cmamlib.training import selftrain
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
+from probe_stage2_length import parse_sets
 
 ROWS = ("full", "oracle_pairs", "oracle_clusters", "oracle_labels")
 DIAGNOSTICS = ("pairs", "pairs_correct_fraction", "unified_purity", "vis_clusters", "ir_clusters")
@@ -92,12 +96,15 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=None, help="stage-2 DBSCAN epochs (default: the preset's 6)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--out", default="reports/probes/oracle_labels.json")
     args = ap.parse_args()
-    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    overrides, shown = parse_sets(args.sets, SelfTrainConfig)
+    s1, s2 = CMAMConfig(), replace(SelfTrainConfig(), **overrides)
     if args.epochs is not None:
         s2 = replace(s2, epochs=args.epochs)
-    suffix = "" if args.epochs is None else f"_e{args.epochs}"
+    suffix = ("" if args.epochs is None else f"_e{args.epochs}") + "".join(f"_{k}-{v}" for k, v in shown.items())
+    setting = ",".join(f"{k}={v}" for k, v in shown.items()) or "default"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     true_ids = np.array([r.pid for r in sysu.train.records], dtype=np.int64)
@@ -113,13 +120,13 @@ def main() -> None:
                 selftrain.cluster_and_match = _original
             m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, args.trials)
             diag = {k: res.history[-1].get(k) for k in DIAGNOSTICS}
-            rows.append({"row": row_name, "epochs": s2.epochs, "seed": seed, "seconds": time.time() - t0, **m, "last_epoch": diag})
+            rows.append({"row": row_name, "setting": setting, "epochs": s2.epochs, "seed": seed, "seconds": time.time() - t0, **m, "last_epoch": diag})
             print(f"{row_name:14s} seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP {100 * m['all_mAP']:5.1f} | last epoch {diag} "
                   f"({time.time() - t0:.0f} s)", flush=True)
     summary = []
     for name in args.rows:
         sel = [r for r in rows if r["row"] == name]
-        summary.append({"row": name, "seeds": [r["seed"] for r in sel], **experiments.mean_std(sel, ("all_R1", "all_mAP", "indoor_mAP"))})
+        summary.append({"row": name, "setting": setting, "seeds": [r["seed"] for r in sel], **experiments.mean_std(sel, ("all_R1", "all_mAP", "indoor_mAP"))})
         print(f"{name:14s} all mAP {100 * summary[-1]['all_mAP']:5.1f} ± {100 * summary[-1]['all_mAP_std']:.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

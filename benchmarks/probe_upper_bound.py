@@ -4,7 +4,9 @@ benchmark: one seed of model (d) per setting, SYSU all-search and indoor (10 tri
 Settings: the notebook-00 recipe (ResNet-18 width 16, 64x32, 40 x 25 steps, luma gray
 view p 0.5, cross-modality batches) and one change each: larger input (96x48,
 128x64), twice the steps, CAJ channel exchange (p 0.5), random-channel instead of
-luma gray, 8 instances per identity instead of 4, lr 1e-3, base width 32. Not part of ``make bench`` (about 12 minutes on 2 cores); writes
+luma gray, 8 instances per identity instead of 4, lr 1e-3, base width 32; and stage 2's
+step counts (6 x 40 = the preset's 240 steps, 24 x 40 = 960), what the supervised recipe
+reaches in the steps stage 2 trains. Not part of ``make bench`` (about 14 minutes on 2 cores); writes
 ``reports/probes/upper_bound.json``.
 
     python benchmarks/probe_upper_bound.py [--data data] [--seed 0] [--only NAME ...]
@@ -34,6 +36,8 @@ SETTINGS: dict[str, Callable[[SupervisedConfig], SupervisedConfig]] = {
     "8 ids x 8 (4 V + 4 IR)": lambda c: replace(c, num_instances=8),
     "lr 1e-3": lambda c: replace(c, lr=1e-3),
     "width 32": lambda c: replace(c, width=32),
+    "6 x 40 steps (stage 2's preset count)": lambda c: replace(c, epochs=6, iters_per_epoch=40),
+    "24 x 40 steps (stage 2 at 24 epochs)": lambda c: replace(c, epochs=24, iters_per_epoch=40),
 }
 
 
