@@ -67,8 +67,14 @@ def main() -> None:
         for epochs in args.epochs:
             for seed in args.seeds:
                 t0 = time.time()
-                res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, runs_dir,
-                                                  progress=False, run_name=f"{run_prefix}{variant}_e{epochs}{tag}_seed{seed}")
+                try:
+                    res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, runs_dir,
+                                                      progress=False, run_name=f"{run_prefix}{variant}_e{epochs}{tag}_seed{seed}")
+                except RuntimeError as e:  # e.g. too few pseudo identities for a batch: a result, not a crash
+                    rows.append({"variant": variant, "setting": setting, "epochs": epochs, "seed": seed,
+                                 "seconds": time.time() - t0, "stopped": str(e)})
+                    print(f"{variant:16s} {setting} {epochs:3d} epochs seed {seed}: stopped: {e}", flush=True)
+                    continue
                 m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10)
                 last = res.history[-1]
                 diag = {k: last.get(k) for k in DIAGNOSTICS}
