@@ -70,7 +70,8 @@ def extract_features(
         device: where to run; default: the device of the model's parameters.
         amp: autocast.
         amp_dtype: its dtype, ``"float16"`` or ``"bfloat16"``; None: float16 on CUDA,
-            bfloat16 elsewhere.
+            bfloat16 elsewhere. The CPU always autocasts to bfloat16, as training does
+            (:func:`cmamlib.training.common.amp_cast_dtype`).
         progress: ``tqdm.auto`` progress bar (total = ``len(batches)`` when defined).
         normalize: L2-normalise each output row.
         desc: progress-bar label.
@@ -86,7 +87,7 @@ def extract_features(
         amp_dtype = "float16" if dev.type == "cuda" else "bfloat16"
     if amp_dtype not in ("float16", "bfloat16"):
         raise ValueError(f"amp_dtype={amp_dtype!r}: expected 'float16' or 'bfloat16'")
-    cast = torch.float16 if amp_dtype == "float16" else torch.bfloat16
+    cast = torch.bfloat16 if dev.type == "cpu" else (torch.float16 if amp_dtype == "float16" else torch.bfloat16)
     try:
         total = len(batches)  # type: ignore[arg-type]
     except TypeError:

@@ -5,7 +5,8 @@
 * a run killed while writing a checkpoint (a leftover temp file) resumes;
 * an unreadable training image stops a run naming its path, or with
   ``data.skip_unreadable=true`` is skipped and listed;
-* ``channels_last`` / ``pin_memory`` / ``amp_dtype`` / ``knn_backend`` options.
+* ``channels_last`` / ``pin_memory`` / ``amp_dtype`` / ``knn_backend`` options, and ``amp``
+  on the CPU (bfloat16 autocast).
 """
 
 from __future__ import annotations
@@ -179,3 +180,39 @@ def test_gpu_options_validated_and_knn_backend_auto(source):
     a = run_cmam(cfg, recs, imgs, progress=False)
     b = run_cmam(replace(cfg, knn_backend="auto", amp_dtype="bfloat16"), recs, imgs, progress=False)
     assert (a.labels == b.labels).all()  # faiss, when installed, finds the same exact neighbours
+
+
+def test_cpu_amp_trains_and_extracts_in_bfloat16(source):
+    """``amp=True`` on the CPU: convolutions run in bfloat16 (whatever ``amp_dtype`` says),
+    the weights stay float32 and finite, and the run stays near the float32 one."""
+    cpu = torch.device("cpu")
+    with common.autocast(cpu, True, "float16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with common.autocast(cpu, False, "bfloat16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert common.amp_cast_dtype("cuda", "float16") == torch.float16
+    recs, imgs = source
+    cfg = SupervisedConfig(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1,
+                           iters_per_epoch=3, device="cpu")
+    seen: list[torch.dtype] = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) else None)
+    try:
+        res = run_supervised(replace(cfg, amp=True), recs, imgs, progress=False)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    ref = run_supervised(cfg, recs, imgs, progress=False).model.state_dict()
+    for k, v in res.model.state_dict().items():
+        if v.is_floating_point():
+            assert v.dtype == torch.float32 and bool(torch.isfinite(v).all()), k
+            assert torch.allclose(v, ref[k], atol=0.05, rtol=0.05), k
+    from cmamlib.features import extract_features
+
+    x = (imgs[:32].float() / 255.0 - 0.45) / 0.25
+    f32 = extract_features(res.model, [x], amp=False)
+    f16 = extract_features(res.model, [x], amp=True, amp_dtype="float16")  # CPU: bfloat16
+    assert f16.dtype == torch.float32
+    assert float(torch.nn.functional.cosine_similarity(f32, f16).min()) > 0.98
+    b = run_cmam(replace(SMOKE, epochs=1, iters_per_epoch=2, amp=True), recs, imgs, progress=False)
+    assert all(bool(torch.isfinite(v).all()) for v in _weights(b).values() if v.is_floating_point())

@@ -52,12 +52,26 @@ def check_amp_dtype(dtype: str) -> None:
         raise ValueError(f"amp_dtype={dtype!r}: expected one of {list(AMP_DTYPES)}")
 
 
-def autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
-    """``torch.autocast`` on CUDA (float16 or bfloat16) when enabled, else a no-op context."""
+def amp_cast_dtype(device: torch.device | str, dtype: str = "float16") -> torch.dtype:
+    """The autocast dtype of ``amp`` on ``device``: ``dtype`` on CUDA (and MPS);
+    bfloat16 on the CPU whatever ``dtype`` says, since CPU float16 autocast has no
+    GradScaler and no fast kernels on most CPUs, while CPUs with AVX512-BF16 / AMX
+    (Intel Sapphire Rapids and newer, AMD Zen 4) run bfloat16 convolutions fast
+    (``benchmarks/bench_cpu_amp.py``)."""
     check_amp_dtype(dtype)
-    if not enabled or device.type != "cuda":
+    if torch.device(device).type == "cpu":
+        return torch.bfloat16
+    return torch.bfloat16 if dtype == "bfloat16" else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
+    """``torch.autocast`` when enabled: on CUDA in ``dtype`` (float16 or bfloat16), on
+    the CPU in bfloat16 (:func:`amp_cast_dtype`); a no-op context when disabled or on
+    other devices."""
+    check_amp_dtype(dtype)
+    if not enabled or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float16)
+    return torch.autocast(device.type, dtype=amp_cast_dtype(device, dtype))
 
 
 def make_scaler(device: torch.device, enabled: bool, dtype: str = "float16"):

@@ -50,7 +50,9 @@ class SupervisedConfig:
         augment: spatial / photometric augmentation.
         seed / device / amp: reproducibility and hardware.
         amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
-            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer).
+            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer). On the CPU
+            ``amp`` autocasts to bfloat16 whatever this says: faster on CPUs with
+            AVX512-BF16 / AMX, slower on others (``benchmarks/bench_cpu_amp.py``).
         channels_last: model and batches in ``channels_last`` memory format (GPU speed;
             same values).
         pin_memory: on CUDA, stage each batch in pinned memory and copy it
