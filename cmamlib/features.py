@@ -36,6 +36,19 @@ def _model_device(model: Callable[[Tensor], Tensor]) -> torch.device:
     return torch.device("cpu")
 
 
+def amp_cast_dtype(device: torch.device | str, dtype: str = "float16") -> torch.dtype:
+    """The autocast dtype of ``amp`` on ``device`` (training and feature extraction):
+    ``dtype`` (``"float16"`` or ``"bfloat16"``) on CUDA and MPS; bfloat16 on the CPU
+    whatever ``dtype`` says, since CPU float16 autocast has no GradScaler and no fast
+    kernels on most CPUs, while CPUs with AVX512-BF16 / AMX (Intel Sapphire Rapids and
+    newer, AMD Zen 4) run bfloat16 convolutions fast (``benchmarks/bench_cpu_amp.py``)."""
+    if dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"amp_dtype={dtype!r}: expected 'float16' or 'bfloat16'")
+    if torch.device(device).type == "cpu":
+        return torch.bfloat16
+    return torch.bfloat16 if dtype == "bfloat16" else torch.float16
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module | Callable[[Tensor], Tensor],
@@ -71,7 +84,7 @@ def extract_features(
         amp: autocast.
         amp_dtype: its dtype, ``"float16"`` or ``"bfloat16"``; None: float16 on CUDA,
             bfloat16 elsewhere. The CPU always autocasts to bfloat16, as training does
-            (:func:`cmamlib.training.common.amp_cast_dtype`).
+            (:func:`amp_cast_dtype`).
         progress: ``tqdm.auto`` progress bar (total = ``len(batches)`` when defined).
         normalize: L2-normalise each output row.
         desc: progress-bar label.
@@ -85,9 +98,7 @@ def extract_features(
         model.eval()
     if amp_dtype is None:
         amp_dtype = "float16" if dev.type == "cuda" else "bfloat16"
-    if amp_dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"amp_dtype={amp_dtype!r}: expected 'float16' or 'bfloat16'")
-    cast = torch.bfloat16 if dev.type == "cpu" else (torch.float16 if amp_dtype == "float16" else torch.bfloat16)
+    cast = amp_cast_dtype(dev, amp_dtype)
     try:
         total = len(batches)  # type: ignore[arg-type]
     except TypeError:

@@ -25,6 +25,7 @@ import cmamlib.utils as utils
 from cmamlib.cli import main
 from cmamlib.data import DatasetError, read_market1501
 from cmamlib.data.loading import load_images, load_readable_images
+from cmamlib.features import extract_features
 from cmamlib.training.cmam import run_cmam
 from cmamlib.training.common import CheckpointError, Checkpointer, gather_batch
 from cmamlib.training.supervised import SupervisedConfig, run_supervised
@@ -207,12 +208,10 @@ def test_cpu_amp_trains_and_extracts_in_bfloat16(source):
         if v.is_floating_point():
             assert v.dtype == torch.float32 and bool(torch.isfinite(v).all()), k
             assert torch.allclose(v, ref[k], atol=0.05, rtol=0.05), k
-    from cmamlib.features import extract_features
-
     x = (imgs[:32].float() / 255.0 - 0.45) / 0.25
     f32 = extract_features(res.model, [x], amp=False)
     f16 = extract_features(res.model, [x], amp=True, amp_dtype="float16")  # CPU: bfloat16
-    assert f16.dtype == torch.float32
+    assert f16.dtype == torch.float32 and not f16.requires_grad  # still under no_grad
     assert float(torch.nn.functional.cosine_similarity(f32, f16).min()) > 0.98
     b = run_cmam(replace(SMOKE, epochs=1, iters_per_epoch=2, amp=True), recs, imgs, progress=False)
     assert all(bool(torch.isfinite(v).all()) for v in _weights(b).values() if v.is_floating_point())

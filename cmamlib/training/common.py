@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
+from ..features import amp_cast_dtype
 from ..utils import atomic_save
 
 
@@ -50,18 +51,6 @@ def check_amp_dtype(dtype: str) -> None:
     """Refuse an ``amp_dtype`` other than :data:`AMP_DTYPES`, naming the value."""
     if dtype not in AMP_DTYPES:
         raise ValueError(f"amp_dtype={dtype!r}: expected one of {list(AMP_DTYPES)}")
-
-
-def amp_cast_dtype(device: torch.device | str, dtype: str = "float16") -> torch.dtype:
-    """The autocast dtype of ``amp`` on ``device``: ``dtype`` on CUDA (and MPS);
-    bfloat16 on the CPU whatever ``dtype`` says, since CPU float16 autocast has no
-    GradScaler and no fast kernels on most CPUs, while CPUs with AVX512-BF16 / AMX
-    (Intel Sapphire Rapids and newer, AMD Zen 4) run bfloat16 convolutions fast
-    (``benchmarks/bench_cpu_amp.py``)."""
-    check_amp_dtype(dtype)
-    if torch.device(device).type == "cpu":
-        return torch.bfloat16
-    return torch.bfloat16 if dtype == "bfloat16" else torch.float16
 
 
 def autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
