@@ -25,6 +25,7 @@ import cmamlib.utils as utils
 from cmamlib.cli import main
 from cmamlib.data import DatasetError, read_market1501
 from cmamlib.data.loading import load_images, load_readable_images
+from cmamlib.data.transforms import normalize, to_float
 from cmamlib.features import extract_features
 from cmamlib.training.cmam import run_cmam
 from cmamlib.training.common import CheckpointError, Checkpointer, gather_batch
@@ -208,7 +209,7 @@ def test_cpu_amp_trains_and_extracts_in_bfloat16(source):
         if v.is_floating_point():
             assert v.dtype == torch.float32 and bool(torch.isfinite(v).all()), k
             assert torch.allclose(v, ref[k], atol=0.05, rtol=0.05), k
-    x = (imgs[:32].float() / 255.0 - 0.45) / 0.25
+    x = normalize(to_float(imgs[:32]))
     f32 = extract_features(res.model, [x], amp=False)
     f16 = extract_features(res.model, [x], amp=True, amp_dtype="float16")  # CPU: bfloat16
     assert f16.dtype == torch.float32 and not f16.requires_grad  # still under no_grad
