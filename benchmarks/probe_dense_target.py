@@ -5,8 +5,12 @@ with ``sysu_vis_per_cam`` / ``sysu_ir_per_cam`` images per camera (default 6 / 9
 stage-2 run of a variant is trained on it (stage 1 reused from ``runs/stage1``).
 Prints the final metrics and the per-epoch pseudo-label quality; writes
 ``reports/probes/dense_target.json``. About 2 minutes per variant on 2 cores.
+``--set1 FIELD=VALUE`` changes a ``CMAMConfig`` field of stage 1 (retrained in a
+folder named by the setting, as ``probe_stage2_length.py`` does): ``--set1
+shared_init=false`` gives the independently drawn stage-1 networks this probe was first
+measured with.
 
-    python benchmarks/probe_dense_target.py [--variant full_sim005] [--seed 0]
+    python benchmarks/probe_dense_target.py [--variant full_sim005] [--seed 0] [--set1 FIELD=VALUE]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cmamlib import experiments
 from cmamlib.data import synth
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
+from probe_stage2_length import parse_sets
 
 QUALITY = ("vis_clusters", "ir_clusters", "unified_noise_fraction", "vis_purity", "ir_purity", "pairs_correct_fraction")
 
@@ -34,23 +39,29 @@ def main() -> None:
     ap.add_argument("--data", default="data/dense", help="where the denser SYSU-MM01-synth is written")
     ap.add_argument("--market", default="data/Market-1501-synth")
     ap.add_argument("--runs", default="runs")
+    ap.add_argument("--set1", dest="sets1", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a CMAMConfig field of stage 1, e.g. shared_init=false")
     ap.add_argument("--out", default="reports/probes/dense_target.json")
     args = ap.parse_args()
+    overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
+    stage1_setting = ",".join(f"{k}={v}" for k, v in shown1.items()) or "default"
+    tag1 = "_".join(f"{k}-{v}" for k, v in shown1.items())
+    runs_dir = Path(args.runs) / "probe_stage2_length" / f"stage1_{tag1}" if overrides1 else Path(args.runs)
     root = Path(args.data)
     cfg = replace(synth.PRESETS["default"], sysu_vis_per_cam=args.vis_per_cam, sysu_ir_per_cam=args.ir_per_cam)
     counts = synth.generate(root, cfg, seed=0, datasets=("sysu",), progress=False)["counts"]
-    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    s1, s2 = replace(CMAMConfig(), **overrides1), SelfTrainConfig()
     sysu = experiments.load_sysu(root / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.market), s1.image_size, progress=False)
     rows = []
     for variant in args.variant:
         t0 = time.time()
         name = f"probe_dense/{variant}_v{args.vis_per_cam}_i{args.ir_per_cam}_seed{args.seed}"
-        res, c2 = experiments.stage2_run(s1, s2, variant, args.seed, sysu, market, args.runs, progress=False, run_name=name)
+        res, c2 = experiments.stage2_run(s1, s2, variant, args.seed, sysu, market, runs_dir, progress=False, run_name=name)
         metrics = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, c2.gray_mode, c2.fusion), sysu, 10)
         history = [{k: e.get(k) for k in ("epoch",) + QUALITY} for e in res.history]
-        rows.append({"variant": variant, "seed": args.seed, "metrics": metrics, "history": history, "seconds": time.time() - t0})
-        print(f"{variant}: all R1 {100 * metrics['all_R1']:.1f} mAP {100 * metrics['all_mAP']:.1f}", flush=True)
+        rows.append({"variant": variant, "stage1_setting": stage1_setting, "seed": args.seed, "metrics": metrics, "history": history, "seconds": time.time() - t0})
+        print(f"{variant} (stage 1 {stage1_setting}): all R1 {100 * metrics['all_R1']:.1f} mAP {100 * metrics['all_mAP']:.1f}", flush=True)
         for e in history:
             print("  " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items()))
     out = Path(args.out)
