@@ -109,9 +109,10 @@ class SynthConfig:
             99.5th-percentile intensity lands at ``ir_agc`` (times a +-8% per-image
             jitter) instead of following the camera's fixed light level; 0 turns it
             off (fixed gain: the bright outdoor NIR camera then clips many garments to
-            white). Measured with ``benchmarks/probe_generator.py``: 0.9 gives (d)
-            all-search R1 50.2 / 53.0 (seeds 0 / 1) against 60.4 for the default 0, so
-            it stays off: the clipping is not what limits (d).
+            white). Measured with ``benchmarks/probe_generator.py`` (64x32,
+            ``reports/probes/generator.json``): 0.9 gives (d) all-search R1 51.2 / 51.1
+            (seeds 0 / 1) against 60.4 for the default 0, so it stays off: the clipping
+            is not what limits (d).
         ir_noise: sensor noise sigma of the infrared cameras (intensity in [0, 1]).
         ir_scene: range of the NIR intensity of a background material (uniform, per
             camera and material; unrelated to its visible colour). (0.2, 0.7): with
