@@ -25,7 +25,7 @@ from cmamlib import experiments
 from cmamlib.data import synth
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
-from probe_stage2_length import parse_sets
+from probe_stage2_length import parse_sets, stage1_runs_dir
 
 QUALITY = ("vis_clusters", "ir_clusters", "unified_noise_fraction", "vis_purity", "ir_purity", "pairs_correct_fraction")
 
@@ -45,8 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
     stage1_setting = ",".join(f"{k}={v}" for k, v in shown1.items()) or "default"
-    tag1 = "_".join(f"{k}-{v}" for k, v in shown1.items())
-    runs_dir = Path(args.runs) / "probe_stage2_length" / f"stage1_{tag1}" if overrides1 else Path(args.runs)
+    runs_dir = stage1_runs_dir(Path(args.runs), shown1)
     root = Path(args.data)
     cfg = replace(synth.PRESETS["default"], sysu_vis_per_cam=args.vis_per_cam, sysu_ir_per_cam=args.ir_per_cam)
     counts = synth.generate(root, cfg, seed=0, datasets=("sysu",), progress=False)["counts"]

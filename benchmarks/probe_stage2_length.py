@@ -57,8 +57,7 @@ def main() -> None:
         shown["cluster_features"] = args.cluster_features
     setting = ",".join([*(f"stage1.{k}={v}" for k, v in shown1.items()), *(f"{k}={v}" for k, v in shown.items())]) or "default"
     tag = "".join(f"_{k}-{v}" for k, v in shown.items())
-    tag1 = "_".join(f"{k}-{v}" for k, v in shown1.items())
-    runs_dir = Path(args.runs) / "probe_stage2_length" / f"stage1_{tag1}" if overrides1 else Path(args.runs)
+    runs_dir = stage1_runs_dir(Path(args.runs), shown1)
     run_prefix = "" if overrides1 else "probe_stage2_length/"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
@@ -102,6 +101,16 @@ def _cluster_on_model_a() -> None:
         return f_a, f_b, f_a
 
     selftrain.selftrain_epoch_features = a_only
+
+
+def stage1_runs_dir(runs: Path, shown1: dict) -> Path:
+    """The runs folder for stage 1 changed by ``--set1`` settings (``shown1`` from
+    :func:`parse_sets`): ``runs`` itself without any (notebook 02's cached stage 1), else
+    ``runs/probe_stage2_length/stage1_<field>-<value>_...``, so each setting's stage 1 is
+    trained once and shared by the probes."""
+    if not shown1:
+        return runs
+    return runs / "probe_stage2_length" / ("stage1_" + "_".join(f"{k}-{v}" for k, v in shown1.items()))
 
 
 def parse_sets(texts: list[str], config_class: type) -> tuple[dict, dict]:
