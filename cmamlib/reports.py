@@ -253,11 +253,23 @@ def render_results(root: str | os.PathLike = "reports") -> str:
         parts.append("")
     timings = Path(root) / "timings.txt"
     if timings.exists():
-        lines = [ln.strip() for ln in timings.read_text().splitlines() if ln.strip()]
+        lines = last_reproduce_timings(timings.read_text())
         if lines:
             parts += ["Wall time of the last `make reproduce` on this machine (`reports/timings.txt`):", ""]
-            parts += ["```"] + lines[-12:] + ["```"]
+            parts += ["```"] + lines + ["```"]
     return "\n".join(parts).strip() + "\n"
+
+
+def last_reproduce_timings(text: str) -> list[str]:
+    """The lines of the last ``make reproduce`` in ``reports/timings.txt``: one
+    ``<notebook>: <s> s`` line per notebook, closed by ``reproduce total: <s> s``. A file
+    that holds several runs (appended) gives the last one; a run cut off before its total
+    gives the lines it wrote after the last complete run."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    ends = [i for i, ln in enumerate(lines) if ln.startswith("reproduce total")]
+    if ends and ends[-1] == len(lines) - 1:
+        ends = ends[:-1]
+    return lines[ends[-1] + 1:] if ends else lines
 
 
 def update_readme(readme: str | os.PathLike = "README.md", root: str | os.PathLike = "reports") -> bool:
