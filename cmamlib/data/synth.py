@@ -90,6 +90,15 @@ class SynthConfig:
             earlier generator). Supervised upper bound, 150 steps, splits 1-2: V->T / T->V
             R1 3.7 / 2.5% unpaired, 7.8 / 10.8% paired (still near chance: thermal
             intensities are unrelated to visible colour).
+        thermal_luma_weight / thermal_random: a clothing material's thermal emission is
+            ``0.45 + thermal_random * u + thermal_luma_weight * (luma - 0.5)`` (u uniform
+            per material; skin, hair, bag and shoes have their own ranges). Defaults 0.1
+            / 0.25: thermal intensities nearly unrelated to visible colour. Measured with
+            ``benchmarks/probe_regdb.py`` (``reports/probes/regdb.json``, splits 1-2,
+            seed 0, supervised upper bound at 64x32, 150 / 600 steps, V->T R1): defaults
+            7.8 / 5.0%; -0.8 / 0.1 (dark clothes warmer, as under sunlight) 6.2 / 13.5%;
+            +0.8 / 0.1 (thermal nearly the luminance) 15.5 / 21.3%. Diagnostic knobs:
+            the defaults are unchanged (same bytes as before the fields existed).
         market_train_ids / market_test_ids: Market-1501-synth identities.
         market_per_cam: images per (id, camera) where the id appears (6 cameras).
         ir_luma_weight: ``a`` in ``ir = a*luma + (1-a)*(u + dye)``: how much of a
@@ -135,6 +144,8 @@ class SynthConfig:
     regdb_ids: int = 120
     regdb_per_modality: int = 5
     regdb_paired: bool = True
+    thermal_luma_weight: float = 0.1
+    thermal_random: float = 0.25
     market_train_ids: int = 300
     market_test_ids: int = 60
     market_per_cam: int = 2
@@ -241,7 +252,7 @@ def make_identity(seed: int, domain: str, pid: int, cfg: SynthConfig) -> Identit
     nir[SKIN] = np.clip(0.72 + 0.15 * (skin_v - 0.55) + rng.normal(0, 0.04), 0.5, 0.9)
     nir[HAIR] = np.clip(0.22 + 0.35 * lum[HAIR] + rng.normal(0, 0.05), 0.1, 0.6)
     # Thermal emission (RegDB): warm skin, clothes by thickness, cool accessories.
-    thermal = np.clip(0.45 + 0.25 * rng.random(N_MAT) + 0.1 * (lum - 0.5), 0.1, 0.9).astype(np.float32)
+    thermal = np.clip(0.45 + cfg.thermal_random * rng.random(N_MAT) + cfg.thermal_luma_weight * (lum - 0.5), 0.1, 0.9).astype(np.float32)
     thermal[SKIN] = rng.uniform(0.85, 0.97)
     thermal[HAIR] = rng.uniform(0.55, 0.7)
     thermal[BAG] = rng.uniform(0.15, 0.35)
