@@ -242,3 +242,28 @@ def test_infrared_reflectance_correlated_with_luminance_but_not_a_function_of_it
     close = np.abs(np.diff(lum[order])) < 0.01
     assert np.abs(np.diff(nir[order]))[close].mean() > 0.02
     assert np.std(skin_nir) < 0.5 * np.std(skin_vis) and np.mean(skin_nir) > 0.6
+
+
+def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws_nothing_else():
+    """``thermal_luma_weight`` (a diagnostic knob of ``benchmarks/probe_regdb.py``) makes a
+    clothing material's thermal emission follow its visible luminance with that sign;
+    every other attribute of the identity (same random draws) is unchanged."""
+    from dataclasses import replace
+
+    from cmamlib.data.synth import BAG, HAT, INNER, LOWER, LOWER2, SHOES, UPPER, UPPER2, SynthConfig, luma, make_identity
+
+    mats = [UPPER, UPPER2, INNER, LOWER, LOWER2, HAT]  # bag and shoes have their own thermal ranges
+    base = SynthConfig()
+    corr = {}
+    for w in (-0.8, 0.1, 0.8):
+        cfg = replace(base, thermal_luma_weight=w, thermal_random=0.1)
+        lum, th = [], []
+        for pid in range(200):
+            ident = make_identity(0, "regdb", pid, cfg)
+            ref = make_identity(0, "regdb", pid, base)
+            assert np.array_equal(ident.vis, ref.vis) and np.array_equal(ident.nir, ref.nir) and ident.upper_cut == ref.upper_cut
+            assert np.array_equal(ident.thermal[[BAG, SHOES]], ref.thermal[[BAG, SHOES]])
+            lum.append(luma(ident.vis)[mats])
+            th.append(ident.thermal[mats])
+        corr[w] = np.corrcoef(np.concatenate(lum), np.concatenate(th))[0, 1]
+    assert corr[-0.8] < -0.9 and corr[0.8] > 0.9 and abs(corr[0.1]) < corr[0.8]
