@@ -19,7 +19,10 @@ of ``make bench`` (about 15 minutes for the command below on 2 cores); writes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -29,8 +32,9 @@ from typing import Callable
 import numpy as np
 
 from cmamlib import calibration, experiments
-from cmamlib.evaluation import eval_market, pairwise_distance
 from cmamlib.data import synth
+from cmamlib.evaluation import eval_market, pairwise_distance
+from cmamlib.training.selftrain import SelfTrainConfig
 from cmamlib.training.supervised import SupervisedConfig
 from probe_generator import parse_variant  # benchmarks/ is sys.path[0] when run as a script
 
@@ -54,7 +58,9 @@ def within_modality(fn, split: experiments.Split) -> dict:
 
 def run_settings(root: Path, variant: str, splits: list[int], seed: int, only: list[str] | None) -> list[dict]:
     """One row per setting: the mean over ``splits`` of the RegDB and within-modality metrics."""
-    base = calibration.model_config("visible_infrared", SupervisedConfig(width=16, image_size=(64, 32), epochs=6, iters_per_epoch=25))
+    s2 = SelfTrainConfig()  # notebook 03's RegDB upper bound: stage 2's backbone and input size, 6 x 25 steps
+    base = calibration.model_config("visible_infrared", SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size,
+                                                                         epochs=6, iters_per_epoch=25))
     rows = []
     for name, change in SETTINGS.items():
         if only and name not in only:
@@ -65,7 +71,7 @@ def run_settings(root: Path, variant: str, splits: list[int], seed: int, only: l
         for i in splits:
             d = experiments.load_regdb(root, i, tuple(cfg.image_size), progress=False)
             model = experiments.supervised_run(cfg, None, None, progress=False, train=d.train)
-            fn = experiments.model_features(model)
+            fn = functools.cache(experiments.model_features(model))  # one extraction per test set (tensors hash by id)
             within = {f"{m}_within_{k}": v for m, sp in (("v", d.visible), ("t", d.thermal)) for k, v in within_modality(fn, sp).items()}
             per_split.append({"split": i, **experiments.regdb_row(fn, d), **within})
         row = {"variant": variant, "setting": name, "seed": seed, "splits": splits, "seconds": round(time.time() - t0, 1),
@@ -100,12 +106,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             synth.generate(tmp, cfg, seed=args.data_seed, datasets=("regdb",), progress=False)
             rows += run_settings(Path(tmp) / "RegDB-synth", text, args.splits, args.seed, args.only)
-    command = "python benchmarks/probe_regdb.py " + " ".join(
-        f"--{k.replace('_', '-')} " + " ".join(f'"{x}"' if ";" in str(x) or " " in str(x) else str(x) for x in (v if isinstance(v, list) else [v]))
-        for k, v in vars(args).items() if v is not None and not isinstance(v, bool)) + (" --append" if args.append else "")
+    command = "python benchmarks/probe_regdb.py " + shlex.join(sys.argv[1:])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"commands": old.get("commands", [old["command"]] if "command" in old else []) + [command],
-                               "rows": rows}, indent=1))
+    out.write_text(json.dumps({"commands": old["commands"] + [command], "rows": rows}, indent=1))
     print("wrote", out)
 
 

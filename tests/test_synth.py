@@ -254,13 +254,13 @@ def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws
 
     mats = [UPPER, UPPER2, INNER, LOWER, LOWER2, HAT]  # bag and shoes have their own thermal ranges
     base = SynthConfig()
+    refs = [make_identity(0, "regdb", pid, base) for pid in range(200)]
     corr = {}
     for w in (-0.8, 0.1, 0.8):
         cfg = replace(base, thermal_luma_weight=w, thermal_random=0.1)
         lum, th = [], []
-        for pid in range(200):
+        for pid, ref in enumerate(refs):
             ident = make_identity(0, "regdb", pid, cfg)
-            ref = make_identity(0, "regdb", pid, base)
             assert np.array_equal(ident.vis, ref.vis) and np.array_equal(ident.nir, ref.nir) and ident.upper_cut == ref.upper_cut
             assert np.array_equal(ident.thermal[[BAG, SHOES]], ref.thermal[[BAG, SHOES]])
             lum.append(luma(ident.vis)[mats])
