@@ -2,11 +2,14 @@
 
 Every notebook writes ``reports/NN_name/metrics.json`` and its PNG figures through
 :func:`write_metrics` / :func:`save_figure`; :func:`update_readme` regenerates the
-README's results section (between ``<!-- results:start -->`` and
-``<!-- results:end -->``) from those JSON files, so every figure in the README comes
-from a file a notebook wrote.
+README's results sections from those JSON files, so every figure in the README comes
+from a file a notebook wrote. Two blocks (:data:`BLOCKS`): ``main``, between
+``<!-- results:start -->`` and ``<!-- results:end -->`` (``make reproduce``), and
+``long``, between ``<!-- results-long:start -->`` and ``<!-- results-long:end -->``
+(notebook 03 with the ``cpu-long`` preset, ``make reproduce-long``). Each make target
+regenerates its own block only.
 
-CLI: ``python -m cmamlib.reports readme-table [--reports reports] [--readme README.md]``.
+CLI: ``python -m cmamlib.reports readme-table [--block main|long|all] [--reports reports] [--readme README.md]``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+#: README blocks: name -> (start marker, end marker, timings file under reports/, make target).
+BLOCKS: dict[str, tuple[str, str, str, str]] = {
+    "main": (START, END, "timings.txt", "make reproduce"),
+    "long": ("<!-- results-long:start -->", "<!-- results-long:end -->", "timings-long.txt", "make reproduce-long"),
+}
 
 
 def report_dir(name: str, root: str | os.PathLike = "reports") -> Path:
@@ -96,13 +104,17 @@ def _ms(entry: dict | None, key: str) -> str:
 
 
 SECTION_RENDERERS: list[tuple[str, Callable[[dict], list[str]]]] = []
+#: Block (:data:`BLOCKS`) of each reports/<name> that is not in ``main``.
+SECTION_BLOCK: dict[str, str] = {}
 
 
-def section(name: str):
-    """Register a README renderer for ``reports/<name>/metrics.json``."""
+def section(name: str, block: str = "main"):
+    """Register a README renderer for ``reports/<name>/metrics.json`` in README block ``block``."""
 
     def deco(fn):
         SECTION_RENDERERS.append((name, fn))
+        if block != "main":
+            SECTION_BLOCK[name] = block
         return fn
 
     return deco
@@ -165,8 +177,8 @@ def _render_cmam(m: dict) -> list[str]:
 
 
 @section("03_self_training")
-def _render_selftrain(m: dict) -> list[str]:
-    out = [f"**Stage 2, final results** (`reports/03_self_training/metrics.json`; SYSU-MM01-synth IR -> V, "
+def _render_selftrain(m: dict, name: str = "03_self_training", title: str = "Stage 2, final results") -> list[str]:
+    out = [f"**{title}** (`reports/{name}/metrics.json`; SYSU-MM01-synth IR -> V, "
            f"{_seeds_note(m)}; mean ± std over seeds, %):", ""]
     out += _stage_table(m, "label", [("all R1", "all_R1"), ("all R10", "all_R10"), ("all R20", "all_R20"),
                                       ("all mAP", "all_mAP"), ("all mINP", "all_mINP"), ("indoor R1", "indoor_R1"),
@@ -188,6 +200,16 @@ def _render_selftrain(m: dict) -> list[str]:
             out[-1] += (f" {inv['label'][0].upper()}{inv['label'][1:]}: "
                         + ("-" if f2 is None else f"{100 * f2:.0f}%") + " of the upper bound; above every ablation: "
                         + ("yes" if inv.get("above_every_ablation_all_mAP") else "no") + ".")
+    return out
+
+
+@section("03_self_training_cpu-long", block="long")
+def _render_selftrain_long(m: dict) -> list[str]:
+    out = _render_selftrain(m, "03_self_training_cpu-long", f"Stage 2 with the `{m.get('preset', 'cpu-long')}` preset")
+    sec = m.get("seconds") or {}
+    if sec:
+        out += ["", "Training and evaluation time per row, all seeds (s): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in sec.items()) + "."]
     return out
 
 
@@ -241,21 +263,29 @@ def _render_inspector(m: dict) -> list[str]:
     return out
 
 
-def render_results(root: str | os.PathLike = "reports") -> str:
-    """The README results section, from every registered ``metrics.json`` that exists."""
+def render_results(root: str | os.PathLike = "reports", block: str = "main") -> str:
+    """README block ``block`` (:data:`BLOCKS`), from every registered ``metrics.json`` of it that exists."""
+    if block not in BLOCKS:
+        raise ValueError(f"block {block!r}: expected one of {sorted(BLOCKS)}")
+    _, _, timings_name, target = BLOCKS[block]
     parts: list[str] = []
+    written = set()
     for name, fn in SECTION_RENDERERS:
+        if SECTION_BLOCK.get(name, "main") != block:
+            continue
         m = read_metrics(name, root)
         if m is None:
-            parts.append(f"*`reports/{name}/metrics.json` not written yet: run `make reproduce`.*")
+            if name not in written:
+                parts.append(f"*`reports/{name}/metrics.json` not written yet: run `{target}`.*")
+                written.add(name)
             continue
         parts += fn(m)
         parts.append("")
-    timings = Path(root) / "timings.txt"
+    timings = Path(root) / timings_name
     if timings.exists():
         lines = last_reproduce_timings(timings.read_text())
         if lines:
-            parts += ["Wall time of the last `make reproduce` on this machine (`reports/timings.txt`):", ""]
+            parts += [f"Wall time of the last `{target}` on this machine (`reports/{timings_name}`):", ""]
             parts += ["```"] + lines + ["```"]
     return "\n".join(parts).strip() + "\n"
 
@@ -272,15 +302,22 @@ def last_reproduce_timings(text: str) -> list[str]:
     return lines[ends[-1] + 1:] if ends else lines
 
 
-def update_readme(readme: str | os.PathLike = "README.md", root: str | os.PathLike = "reports") -> bool:
-    """Replace the README section between the markers; returns True if it changed."""
+def update_readme(readme: str | os.PathLike = "README.md", root: str | os.PathLike = "reports",
+                  block: str = "main") -> bool:
+    """Replace the README block ``block`` (:data:`BLOCKS`, or ``"all"``) between its
+    markers; returns True if the README changed."""
     p = Path(readme)
     text = p.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{p}: markers {START} / {END} not found")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = head + START + "\n" + render_results(root) + END + tail
+    new = text
+    for b in (BLOCKS if block == "all" else [block]):
+        if b not in BLOCKS:
+            raise ValueError(f"block {b!r}: expected one of {sorted(BLOCKS)} or 'all'")
+        start, end = BLOCKS[b][:2]
+        if start not in new or end not in new:
+            raise ValueError(f"{p}: markers {start} / {end} not found")
+        head, rest = new.split(start, 1)
+        _, tail = rest.split(end, 1)
+        new = head + start + "\n" + render_results(root, b) + end + tail
     if new != text:
         p.write_text(new)
         return True
@@ -293,10 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     rt = sub.add_parser("readme-table", help="regenerate the README results section from reports/")
     rt.add_argument("--reports", default="reports")
     rt.add_argument("--readme", default="README.md")
+    rt.add_argument("--block", default="main", choices=[*BLOCKS, "all"],
+                    help="which README block: main (make reproduce), long (make reproduce-long), or all")
     args = ap.parse_args(argv)
     if args.cmd == "readme-table":
-        changed = update_readme(args.readme, args.reports)
-        print(f"{args.readme}: results section {'updated' if changed else 'unchanged'}")
+        changed = update_readme(args.readme, args.reports, args.block)
+        print(f"{args.readme}: results block {args.block} {'updated' if changed else 'unchanged'}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,9 +172,14 @@ def test_presets_resolve_and_paper_values():
     from cmamlib.training.cmam import CMAMConfig
     from cmamlib.training.selftrain import SelfTrainConfig
 
-    assert list(PRESETS) == ["smoke", "cpu-default", "paper-sysu-mm01", "paper-regdb", "paper-sysu-mm02", "paper-llcm"]
+    assert list(PRESETS) == ["smoke", "cpu-default", "cpu-long", "paper-sysu-mm01", "paper-regdb", "paper-sysu-mm02",
+                             "paper-llcm"]
     cpu = load_config("cpu-default")
     assert cpu.stage1 == CMAMConfig() and cpu.stage2 == SelfTrainConfig() and cpu.data.synthetic
+    long = load_config("cpu-long")  # cpu-default but for the fields its comment explains
+    assert long.stage1 == replace(CMAMConfig(), gray_mode="luma", sim_weight=0.05)
+    assert long.stage2 == replace(SelfTrainConfig(), epochs=24, gray_mode="luma", temperature=0.1, k1=5, k2=3,
+                                  min_samples=2, eps=0.5)
     smoke = load_config("smoke")
     assert smoke.stage1.width == smoke.stage2.width == 8 and smoke.stage1.image_size == (32, 16)
     sizes = {"paper-sysu-mm01": (384, 128), "paper-regdb": (384, 128), "paper-sysu-mm02": (288, 144), "paper-llcm": (288, 144)}

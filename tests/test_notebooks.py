@@ -110,3 +110,28 @@ def _check_03(m):
 
 REPORT_NAMES = {"02_cmam_pretraining": "02_cmam"}
 CHECKS = {"00_synthetic_benchmark": _check_00, "01_gray_augmentation": _check_01, "02_cmam_pretraining": _check_02, "03_self_training": _check_03}
+
+
+def test_notebook_03_with_another_preset(smoke_data, tmp_path):
+    """``make reproduce-long``'s call: notebook 03 with ``PRESET=cpu-long`` and no RegDB
+    writes ``reports/03_self_training_cpu-long`` with the preset's method settings (SMOKE
+    only shrinks the network, the images and the schedule)."""
+    nb = ROOT / "notebooks" / "03_self_training.ipynb"
+    reports = tmp_path / "reports"
+    papermill.execute_notebook(
+        str(nb),
+        str(tmp_path / nb.name),
+        parameters={"SMOKE": True, "DATA_ROOT": str(smoke_data), "REPORTS": str(reports), "PRESET": "cpu-long",
+                    "REGDB_SPLITS": []},
+        cwd=str(nb.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    m = json.loads((reports / "03_self_training_cpu-long" / "metrics.json").read_text())
+    assert m["preset"] == "cpu-long" and m["regdb"] is None
+    assert [r["variant"] for r in m["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model",
+                                                 "supervised"]
+    assert m["goal"]["investigations"] == {}
+    assert (m["stage1_config"]["gray_mode"], m["stage1_config"]["sim_weight"]) == ("luma", 0.05)
+    assert (m["stage2_config"]["gray_mode"], m["stage2_config"]["temperature"]) == ("luma", 0.1)
+    assert not (reports / "03_self_training").exists()

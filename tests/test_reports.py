@@ -27,3 +27,41 @@ def test_readme_section_shows_the_last_run(tmp_path):
     text = render_results(tmp_path)
     assert "reproduce total: 6 s" in text and "02_c: 3 s" in text
     assert "reproduce total: 30 s" not in text and "10 s" not in text
+
+
+def _long_metrics(root):
+    from cmamlib.reports import write_metrics
+
+    rows = [{"variant": "full", "label": "full method", "all_mAP": 0.3, "all_mAP_std": 0.01},
+            {"variant": "supervised", "label": "upper bound", "all_mAP": 0.5}]
+    write_metrics("03_self_training_cpu-long", {"preset": "cpu-long", "seeds": [0, 1], "trials": 10, "rows": rows,
+                                                "goal": {"fraction_of_upper_bound_all_mAP": 0.6},
+                                                "seconds": {"full": 12.0}}, root=root)
+
+
+def test_each_block_is_regenerated_alone(tmp_path):
+    from cmamlib.reports import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- results:start -->\nMAIN\n<!-- results:end -->\nmid\n"
+                      "<!-- results-long:start -->\nLONG\n<!-- results-long:end -->\nend\n")
+    (tmp_path / "timings.txt").write_text(RUN1)
+    _long_metrics(tmp_path)
+    (tmp_path / "timings-long.txt").write_text("03_self_training_cpu-long: 99 s\nreproduce total: 99 s\n")
+    assert update_readme(readme, tmp_path, block="long")
+    text = readme.read_text()
+    assert "MAIN" in text and "LONG" not in text  # the main block untouched
+    long_part = text.split("<!-- results-long:start -->")[1]
+    assert "Stage 2 with the `cpu-long` preset" in long_part and "30.0 ± 1.0" in long_part
+    assert "full method at 60%" in long_part and "full 12" in long_part
+    assert "make reproduce-long" in long_part and "99 s" in long_part and "30 s" not in long_part
+    assert update_readme(readme, tmp_path, block="main")
+    text = readme.read_text()
+    main_part = text.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
+    assert "MAIN" not in main_part and "cpu-long" not in main_part and "reproduce total: 30 s" in main_part
+    assert main_part.count("03_self_training/metrics.json` not written yet") == 1
+    assert not update_readme(readme, tmp_path, block="all")  # both blocks already current
+
+
+def test_a_missing_long_run_says_how_to_make_it(tmp_path):
+    assert "not written yet: run `make reproduce-long`" in render_results(tmp_path, "long")
