@@ -122,7 +122,9 @@ class SelfTrainConfig:
             fractional epoch (:func:`cmamlib.training.loop.epoch_lr`; the schedule is
             restarted for the k-means phase, *reconstruction*).
         k1 / k2 / eps / min_samples: Jaccard + DBSCAN (the code's stage 2: 30, 6, 0.4, 4;
-            CPU default k1 15: SYSU-MM01-synth has about 4 infrared images per identity).
+            CPU default k1 15: SYSU-MM01-synth has about 10 visible and 5 infrared
+            training images per identity; the ``cpu-long`` preset clusters at that scale,
+            k1 5, k2 3, eps 0.5, min_samples 2, :mod:`cmamlib.presets`).
         cluster_mode: ``"per_modality"`` (default, the code: cluster each modality, then
             match) or ``"joint"`` (ablation: one clustering of both modalities, no
             matching).
