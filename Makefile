@@ -50,7 +50,7 @@ reproduce: data
 
 # Notebook 03 with the cpu-long preset (the best measured CPU setting: 4x the stage-2 steps,
 # identity-scale clustering; cmamlib/presets.py), SYSU-MM01-synth only, into
-# reports/03_self_training_cpu-long/ and runs/cpu-long/; about 50 minutes on 2 cores.
+# reports/03_self_training_cpu-long/ and runs/cpu-long/; 2,019 s on 2 cores (2026-11-29).
 reproduce-long: data
 	@mkdir -p reports/03_self_training_cpu-long
 	@t0=$$(date +%s); \
