@@ -249,6 +249,9 @@ def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, de
 #   stage2 k1 5, k2 3, min_samples 2, eps 0.5: clustering at the scale of the synthetic
 #       identities (about 10 visible and 5 infrared training images each; the code's
 #       30 / 6 / 4 suit real SYSU-MM01's 56 / 30).
+# Luma helps here because the generator renders infrared as 0.9 x luma + 0.1 x (material + dye)
+# (cmamlib/data/synth.py, ir_luma_weight): a property of the synthetic benchmark, not evidence for real
+# data, where the code's random channel stays the default.
 _CPU_LONG_STAGE1 = {"gray_mode": "luma", "sim_weight": 0.05}
 _CPU_LONG_STAGE2 = {"epochs": 24, "gray_mode": "luma", "temperature": 0.1, "k1": 5, "k2": 3, "min_samples": 2,
                     "eps": 0.5}
