@@ -56,8 +56,9 @@ reproduce-long: data
 	@t0=$$(date +%s); \
 	$(BIN)/papermill --cwd notebooks notebooks/03_self_training.ipynb reports/03_self_training_cpu-long/executed.ipynb \
 	  -p DATA_ROOT ../$(DATA) -p PRESET cpu-long -y "REGDB_SPLITS: []" || exit 1; \
-	echo "03_self_training_cpu-long: $$(( $$(date +%s) - t0 )) s" | tee -a reports/timings-long.txt; \
-	echo "reproduce total: $$(( $$(date +%s) - t0 )) s" >> reports/timings-long.txt
+	dt=$$(( $$(date +%s) - t0 )); \
+	echo "03_self_training_cpu-long: $$dt s" | tee -a reports/timings-long.txt; \
+	echo "reproduce total: $$dt s" >> reports/timings-long.txt
 	$(PYTHON) -m cmamlib.reports readme-table --block long
 
 test: $(STAMP)

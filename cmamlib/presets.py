@@ -23,7 +23,7 @@ the ``config.yaml`` a run writes)::
     the notebooks), on the synthetic benchmark.
 ``cpu-long``
     The best setting measured on the synthetic benchmark, all reconstructions (the
-    comment above :data:`PRESETS`): ``cpu-default`` with luma gray views, stage-1 SIM
+    comment at its entry in :data:`PRESETS`): ``cpu-default`` with luma gray views, stage-1 SIM
     weight 0.05, 24 stage-2 epochs (4x the steps), stage-2 temperature 0.1 and Jaccard +
     DBSCAN at the scale of the synthetic identities (k1 5, k2 3, min_samples 2, eps
     0.5). About 225 s per stage-2 run on 2 cores, against 45 s; ``make reproduce-long``
@@ -239,23 +239,6 @@ def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, de
     }
 
 
-# ``cpu-long``: every field is a reconstruction measured on SYSU-MM01-synth (reports/README.md,
-# "What the probes found"; benchmarks/probe_stage2_length.py); the rest is cpu-default.
-#   stage1 gray_mode luma, sim_weight 0.05: from random init the code's SIM weight 0.5
-#       collapses CMAM on every seed; a tenth of it trains (notebook 02, row (iv')).
-#   stage2 epochs 24 (4x the steps): at cpu-default's 240 steps stage 2's loop reaches
-#       21.6 all-search mAP even on the true identities, 37.7 at 24 epochs (probe_oracle_labels).
-#   stage2 temperature 0.1 (the code: 0.05): 47.4 against 37.7 on the true identities at 24 epochs.
-#   stage2 k1 5, k2 3, min_samples 2, eps 0.5: clustering at the scale of the synthetic
-#       identities (about 10 visible and 5 infrared training images each; the code's
-#       30 / 6 / 4 suit real SYSU-MM01's 56 / 30).
-# Luma helps here because the generator renders infrared as 0.9 x luma + 0.1 x (material + dye)
-# (cmamlib/data/synth.py, ir_luma_weight): a property of the synthetic benchmark, not evidence for real
-# data, where the code's random channel stays the default.
-_CPU_LONG_STAGE1 = {"gray_mode": "luma", "sim_weight": 0.05}
-_CPU_LONG_STAGE2 = {"epochs": 24, "gray_mode": "luma", "temperature": 0.1, "k1": 5, "k2": 3, "min_samples": 2,
-                    "eps": 0.5}
-
 #: Named presets: ``{"description": ..., <RunConfig overrides by section>}``.
 PRESETS: dict[str, dict] = {
     "smoke": {
@@ -266,11 +249,24 @@ PRESETS: dict[str, dict] = {
     "cpu-default": {
         "description": "the CMAMConfig / SelfTrainConfig defaults (the notebooks' CPU synthetic benchmark)",
     },
+    # ``cpu-long``: every field is a reconstruction measured on SYSU-MM01-synth (reports/README.md,
+    # "What the probes found"; benchmarks/probe_stage2_length.py); the rest is cpu-default.
+    #   stage1 gray_mode luma, sim_weight 0.05: from random init the code's SIM weight 0.5
+    #       collapses CMAM on every seed; a tenth of it trains (notebook 02, row (iv')).
+    #   stage2 epochs 24 (4x the steps): at cpu-default's 240 steps stage 2's loop reaches
+    #       21.6 all-search mAP even on the true identities, 37.7 at 24 epochs (probe_oracle_labels).
+    #   stage2 temperature 0.1 (the code: 0.05): 47.4 against 37.7 on the true identities at 24 epochs.
+    #   stage2 k1 5, k2 3, min_samples 2, eps 0.5: clustering at the scale of the synthetic
+    #       identities (about 10 visible and 5 infrared training images each; the code's
+    #       30 / 6 / 4 suit real SYSU-MM01's 56 / 30).
+    # Luma helps here because the generator renders infrared as 0.9 x luma + 0.1 x (material + dye)
+    # (cmamlib/data/synth.py, ir_luma_weight): a property of the synthetic benchmark, not evidence for real
+    # data, where the code's random channel stays the default.
     "cpu-long": {
         "description": "the best measured CPU synthetic setting (reconstruction): cpu-default with 24 stage-2 "
                        "epochs, luma gray, stage-1 SIM 0.05, stage-2 temperature 0.1, identity-scale clustering",
-        "stage1": dict(_CPU_LONG_STAGE1),
-        "stage2": dict(_CPU_LONG_STAGE2),
+        "stage1": {"gray_mode": "luma", "sim_weight": 0.05},
+        "stage2": {"epochs": 24, "gray_mode": "luma", "temperature": 0.1, "k1": 5, "k2": 3, "min_samples": 2, "eps": 0.5},
     },
     "paper-sysu-mm01": _paper("sysu-mm01", (384, 128), 40, 300,
                               "the authors' code at paper scale, Market-1501 -> SYSU-MM01, ResNet-50 384x128"),

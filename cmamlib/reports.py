@@ -103,18 +103,15 @@ def _ms(entry: dict | None, key: str) -> str:
     return _pct(v)
 
 
-SECTION_RENDERERS: list[tuple[str, Callable[[dict], list[str]]]] = []
-#: Block (:data:`BLOCKS`) of each reports/<name> that is not in ``main``.
-SECTION_BLOCK: dict[str, str] = {}
+#: ``(reports/<name>, README block of :data:`BLOCKS`, renderer)`` in README order.
+SECTION_RENDERERS: list[tuple[str, str, Callable[[dict], list[str]]]] = []
 
 
 def section(name: str, block: str = "main"):
     """Register a README renderer for ``reports/<name>/metrics.json`` in README block ``block``."""
 
     def deco(fn):
-        SECTION_RENDERERS.append((name, fn))
-        if block != "main":
-            SECTION_BLOCK[name] = block
+        SECTION_RENDERERS.append((name, block, fn))
         return fn
 
     return deco
@@ -270,8 +267,8 @@ def render_results(root: str | os.PathLike = "reports", block: str = "main") -> 
     _, _, timings_name, target = BLOCKS[block]
     parts: list[str] = []
     written = set()
-    for name, fn in SECTION_RENDERERS:
-        if SECTION_BLOCK.get(name, "main") != block:
+    for name, section_block, fn in SECTION_RENDERERS:
+        if section_block != block:
             continue
         m = read_metrics(name, root)
         if m is None:
