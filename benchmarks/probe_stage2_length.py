@@ -56,7 +56,7 @@ def main() -> None:
     if args.cluster_features != "fused":
         shown["cluster_features"] = args.cluster_features
     setting = ",".join([*(f"stage1.{k}={v}" for k, v in shown1.items()), *(f"{k}={v}" for k, v in shown.items())]) or "default"
-    tag = "".join(f"_{k}-{v}" for k, v in shown.items())
+    tag = "".join(f"_{k}-{v}" for k, v in shown.items()).translate(str.maketrans("", "", " []()"))  # eps=[0.6, 0.5] -> eps-0.6,0.5
     runs_dir = stage1_runs_dir(Path(args.runs), shown1)
     run_prefix = "" if overrides1 else "probe_stage2_length/"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)

@@ -382,3 +382,12 @@ def test_resume_accepts_config_fields_added_later():
     check_resume_config({"config": old}, cfg, "checkpoint.pt")
     with pytest.raises(ValueError, match=r"sync_bn: None -> True"):
         check_resume_config({"config": old}, replace(cfg, sync_bn=True), "checkpoint.pt")
+
+
+def test_per_modality_clustering_overrides():
+    """``stage2.eps=0.6,0.45`` gives a (visible, infrared) pair; one value stays a scalar."""
+    from cmamlib.presets import load_config
+
+    c = load_config("smoke", ["stage2.eps=0.6,0.45", "stage2.min_samples=[3,2]", "stage2.k1=7"])
+    assert (c.stage2.eps, c.stage2.min_samples, c.stage2.k1) == ((0.6, 0.45), (3, 2), 7)
+    assert c.stage2.dbscan_params("infrared") == (7, c.stage2.k2, 0.45, 2)

@@ -159,7 +159,7 @@ def test_ablations_run(target, overrides):
 
 def test_tiny_eps_raises_clear_error(target):
     recs, imgs = target
-    with pytest.raises(RuntimeError, match=r"epoch 0.*visible.*raise eps \(now 1e-06\)"):
+    with pytest.raises(RuntimeError, match=r"epoch 0.*visible.*raise eps \(now 1e-06 for visible\)"):
         run_selftrain(replace(SMOKE, eps=1e-6, min_samples=4), recs, imgs, progress=False)
     # clusters exist but fewer pseudo ids than P = 64 / 4
     with pytest.raises(RuntimeError, match=r"fewer than the P=16"):
@@ -299,3 +299,39 @@ def test_stage2_experiment_upper_bound_must_share_the_input_size():
 def test_bad_dist_reduction_names_itself():
     with pytest.raises(ValueError, match="dist_reduction='max'"):
         replace(SMOKE, dist_reduction="max").validate()
+
+
+def test_per_modality_dbscan_parameters(target):
+    """``eps`` / ``min_samples`` / ``k1`` / ``k2`` as ``(visible, infrared)`` pairs: each
+    modality is clustered with its own values, exactly as a scalar run of that value
+    clusters it; pairs are refused in the joint ablation and when malformed."""
+    from cmamlib.clustering import camera_centre, pseudo_labels
+    from cmamlib.data.records import record_arrays
+    from cmamlib.training.selftrain import cluster_and_match, selftrain_epoch_features
+
+    recs, imgs = target
+    torch.manual_seed(5)
+    a, b = build_model("resnet18", width=8), build_model("resnet18", width=8)
+    _, cams, is_ir = record_arrays(recs)
+    _, _, fused = selftrain_epoch_features(a, b, imgs, SMOKE, epoch=0)
+    cfg = replace(SMOKE, k1=(6, 4), k2=(3, 2), eps=(0.55, 0.45), min_samples=(3, 2))
+    cfg.validate()
+    assert cfg.dbscan_params("visible") == (6, 3, 0.55, 3) and cfg.dbscan_params("infrared") == (4, 2, 0.45, 2)
+    el = cluster_and_match(fused, is_ir, cams, cfg, epoch=0)
+    x = camera_centre(fused, cams)
+    np.testing.assert_array_equal(el.raw_vis_labels, pseudo_labels(x[~is_ir], 6, 3, 0.55, 3))
+    np.testing.assert_array_equal(el.raw_ir_labels, pseudo_labels(x[is_ir], 4, 2, 0.45, 2))
+    # a pair of equal values is the scalar
+    same = cluster_and_match(fused, is_ir, cams, replace(SMOKE, eps=(SMOKE.eps, SMOKE.eps)), epoch=0)
+    np.testing.assert_array_equal(same.labels, cluster_and_match(fused, is_ir, cams, SMOKE, epoch=0).labels)
+    with pytest.raises(ValueError, match=r"eps=\(0.55, 0.45\): a \(visible, infrared\) pair needs cluster_mode='per_modality'"):
+        replace(cfg, cluster_mode="joint", k1=6, k2=3, min_samples=2).validate()
+    replace(SMOKE, cluster_mode="joint", eps=(0.5, 0.5)).validate()  # equal values are fine
+    with pytest.raises(ValueError, match=r"min_samples=\(1, 2, 3\): expected one value or a \(visible, infrared\) pair"):
+        replace(SMOKE, min_samples=(1, 2, 3)).validate()
+    with pytest.raises(ValueError, match=r"eps=\(0.5, 0.0\): expected > 0"):
+        replace(SMOKE, eps=(0.5, 0.0)).validate()
+    # the message of an all-noise modality names that modality's values
+    with pytest.raises(RuntimeError, match=r"infrared images \(all noise\); raise eps \(now 0.5 for infrared\) or lower "
+                                           r"min_samples \(now 100000 for infrared\)"):
+        cluster_and_match(fused, is_ir, cams, replace(SMOKE, min_samples=(2, 100_000)), epoch=0)

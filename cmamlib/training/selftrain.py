@@ -124,7 +124,11 @@ class SelfTrainConfig:
         k1 / k2 / eps / min_samples: Jaccard + DBSCAN (the code's stage 2: 30, 6, 0.4, 4;
             CPU default k1 15: SYSU-MM01-synth has about 10 visible and 5 infrared
             training images per identity; the ``cpu-long`` preset clusters at that scale,
-            k1 5, k2 3, eps 0.5, min_samples 2, :mod:`cmamlib.presets`).
+            k1 5, k2 3, eps 0.5, min_samples 2, :mod:`cmamlib.presets`). Each is one value
+            for both modalities (the code) or a ``(visible, infrared)`` pair
+            (*reconstruction*: the modalities differ in images per identity and in
+            feature spread; :meth:`dbscan_params`); pairs need
+            ``cluster_mode="per_modality"``.
         cluster_mode: ``"per_modality"`` (default, the code: cluster each modality, then
             match) or ``"joint"`` (ablation: one clustering of both modalities, no
             matching).
@@ -190,10 +194,10 @@ class SelfTrainConfig:
     lr: float = 3.5e-3
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
-    k1: int = 15
-    k2: int = 6
-    eps: float = 0.4
-    min_samples: int = 4
+    k1: int | tuple[int, int] = 15
+    k2: int | tuple[int, int] = 6
+    eps: float | tuple[float, float] = 0.4
+    min_samples: int | tuple[int, int] = 4
     cluster_mode: str = "per_modality"
     match_unequal: str = "ward_merge"
     match_cost: str = "sqeuclidean"
@@ -252,19 +256,45 @@ class SelfTrainConfig:
             ks = _pair(self.kmeans_k)
             if min(ks) < 1:
                 raise ValueError(f"kmeans_k={self.kmeans_k!r}: expected positive cluster counts")
+        for name, cast, low in (("k1", int, 1), ("k2", int, 1), ("eps", float, 0.0), ("min_samples", int, 1)):
+            pair = _pair(getattr(self, name), name, cast)
+            if min(pair) < low or (name == "eps" and min(pair) <= 0):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected {'> 0' if name == 'eps' else f'>= {low}'}")
+            if self.cluster_mode == "joint" and pair[0] != pair[1]:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r}: a (visible, infrared) pair needs cluster_mode='per_modality' "
+                    "(the joint ablation clusters both modalities at once)"
+                )
+
+    def dbscan_params(self, modality: str) -> tuple[int, int, float, int]:
+        """``(k1, k2, eps, min_samples)`` of one modality's Jaccard + DBSCAN clustering.
+
+        Args:
+            modality: ``"visible"`` or ``"infrared"`` (the joint ablation uses
+                ``"visible"``; its values are the same for both).
+        """
+        if modality not in ("visible", "infrared"):
+            raise ValueError(f"modality={modality!r}: expected 'visible' or 'infrared'")
+        i = 0 if modality == "visible" else 1
+        return (
+            _pair(self.k1, "k1")[i],
+            _pair(self.k2, "k2")[i],
+            _pair(self.eps, "eps", float)[i],
+            _pair(self.min_samples, "min_samples")[i],
+        )
 
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.kmeans_epochs
 
 
-def _pair(k: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(k, (int, np.integer)):
-        return int(k), int(k)
-    k = tuple(int(v) for v in k)
-    if len(k) != 2:
-        raise ValueError(f"kmeans_k={k!r}: expected an int or (K_visible, K_infrared)")
-    return k  # type: ignore[return-value]
+def _pair(v: Any, name: str = "kmeans_k", cast: type = int) -> tuple[Any, Any]:
+    """``v`` (one value, or a ``(visible, infrared)`` pair) as a ``(visible, infrared)`` tuple of ``cast``."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError(f"{name}={v!r}: expected one value or a (visible, infrared) pair")
+        return cast(v[0]), cast(v[1])
+    return cast(v), cast(v)
 
 
 @dataclass
@@ -464,10 +494,11 @@ def _kmeans(x: torch.Tensor, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=3, random_state=int(seed)).fit_predict(z).astype(np.int64)
 
 
-def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int) -> np.ndarray:
-    """DBSCAN (``kmeans_k`` None) or k-means labels of already prepared features."""
+def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int, modality: str = "visible") -> np.ndarray:
+    """DBSCAN with ``modality``'s parameters (``kmeans_k`` None) or k-means labels of
+    already prepared features."""
     if kmeans_k is None:
-        return pseudo_labels(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, knn_backend=cfg.knn_backend)
+        return pseudo_labels(x, *cfg.dbscan_params(modality), knn_backend=cfg.knn_backend)
     return _kmeans(x, kmeans_k, seed)
 
 
@@ -634,13 +665,14 @@ def cluster_and_match(
         x = camera_centre(x, np.asarray(cams))
     kv, ki = kmeans_k if kmeans_k is not None else (None, None)
     method = "k-means" if kmeans_k is not None else "DBSCAN"
-    vis_lab = _cluster(x[vis_idx], cfg, kv, cfg.seed * 1000 + epoch)
-    ir_lab = _cluster(x[ir_idx], cfg, ki, cfg.seed * 1000 + epoch + 500)
+    vis_lab = _cluster(x[vis_idx], cfg, kv, cfg.seed * 1000 + epoch, "visible")
+    ir_lab = _cluster(x[ir_idx], cfg, ki, cfg.seed * 1000 + epoch + 500, "infrared")
     for side, lab in (("visible", vis_lab), ("infrared", ir_lab)):
         if int(lab.max(initial=-1)) < 0:
+            _, _, eps, min_samples = cfg.dbscan_params(side)
             raise RuntimeError(
                 f"stage 2, epoch {epoch}: {method} found no cluster among the {len(lab)} {side} images "
-                f"(all noise); raise eps (now {cfg.eps}) or lower min_samples (now {cfg.min_samples})"
+                f"(all noise); raise eps (now {eps} for {side}) or lower min_samples (now {min_samples} for {side})"
             )
     pairs = match_modalities(x[vis_idx], x[ir_idx], vis_lab, ir_lab, cfg)
     raw = (vis_lab, ir_lab, pairs)
