@@ -256,10 +256,10 @@ class SelfTrainConfig:
             ks = _pair(self.kmeans_k)
             if min(ks) < 1:
                 raise ValueError(f"kmeans_k={self.kmeans_k!r}: expected positive cluster counts")
-        for name, cast, low in (("k1", int, 1), ("k2", int, 1), ("eps", float, 0.0), ("min_samples", int, 1)):
+        for name, cast in (("k1", int), ("k2", int), ("eps", float), ("min_samples", int)):
             pair = _pair(getattr(self, name), name, cast)
-            if min(pair) < low or (name == "eps" and min(pair) <= 0):
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected {'> 0' if name == 'eps' else f'>= {low}'}")
+            if min(pair) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected > 0")
             if self.cluster_mode == "joint" and pair[0] != pair[1]:
                 raise ValueError(
                     f"{name}={getattr(self, name)!r}: a (visible, infrared) pair needs cluster_mode='per_modality' "
