@@ -31,27 +31,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from cmamlib import experiments
 from cmamlib.clustering import camera_centre
 from cmamlib.data.records import record_arrays
-from cmamlib.labeling import cluster_centroids, match_clusters
 from cmamlib.presets import load_config
 from cmamlib.training.loop import extract, fuse
 from cmamlib.training.selftrain import cluster_and_match, pair_accuracy, selftrain_epoch_features
+from probe_matching import oracle_matching  # benchmarks/ is sys.path[0] when run as a script
 
 CUTS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-
-
-def oracle_pairs(x: torch.Tensor, true: np.ndarray, cams: np.ndarray, is_ir: np.ndarray, cfg) -> float:
-    """Fraction of right pairs when the true identities are the clusters of each modality."""
-    x = camera_centre(x, cams)
-    vc, vids = cluster_centroids(x[~is_ir], true[~is_ir])
-    ic, iids = cluster_centroids(x[is_ir], true[is_ir])
-    m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, None)
-    return float(np.mean(np.asarray(vids)[m.pairs[:, 0]] == np.asarray(iids)[m.pairs[:, 1]]))
 
 
 def main() -> None:
@@ -71,7 +61,7 @@ def main() -> None:
         res, cfg = experiments.stage2_run(c.stage1, c.stage2, "full", seed, sysu, market, Path(args.runs) / args.preset,
                                           progress=False)
         last = cfg.total_epochs - 1
-        _, _, fused = selftrain_epoch_features(res.model_a, res.model_b, sysu.train.images, cfg, epoch=last)
+        f_a, f_b, fused = selftrain_epoch_features(res.model_a, res.model_b, sysu.train.images, cfg, epoch=last)
         el = cluster_and_match(fused, is_ir, cams, cfg, epoch=last)
         order = np.argsort(-el.similarity, kind="stable")
         pairs, sim = el.pairs[order], el.similarity[order]
@@ -82,18 +72,15 @@ def main() -> None:
             cuts.append({"top_fraction": q, "pairs": k, "correct_fraction": acc, "min_similarity": float(sim[k - 1])})
             print(f"seed {seed}: most similar {q:4.0%} of {len(pairs)} pairs ({k:3d}): {acc:5.1%} right, "
                   f"similarity >= {sim[k - 1]:.3f}", flush=True)
-        dev = fused.device
-        f_a = extract(res.model_a, sysu.train.images, dev, cfg.eval_batch_size)
-        f_b = extract(res.model_b, sysu.train.images, dev, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + last)
         f_a_gray = f_a.clone()
         vis = torch.from_numpy(np.flatnonzero(~is_ir))
-        f_a_gray[vis] = extract(res.model_a, sysu.train.images[vis], dev, cfg.eval_batch_size, gray=cfg.gray_mode,
+        f_a_gray[vis] = extract(res.model_a, sysu.train.images[vis], fused.device, cfg.eval_batch_size, gray=cfg.gray_mode,
                                 seed=cfg.seed * 1000 + last)
         sources = {"fused": fused, "A": f_a, "B (gray view)": f_b,
                    "A with visible gray views, fused with B": fuse([f_a_gray, f_b], cfg.fusion)}
         oracle = {}
         for name, x in sources.items():
-            oracle[name] = oracle_pairs(x, true, cams, is_ir, cfg)
+            oracle[name] = oracle_matching(camera_centre(x, cams), is_ir, true, cfg)["correct_fraction"]
             print(f"seed {seed}: oracle-cluster matching on {name}: {oracle[name]:.1%} right pairs", flush=True)
         rows.append({"seed": seed, "epoch": last, "pairs": int(len(pairs)), "cuts": cuts, "oracle_cluster_pairs": oracle})
     out = Path(args.out or f"reports/probes/pair_similarity_{args.preset}.json")
