@@ -462,7 +462,9 @@ def compare_clusterings(
         camids: optional (N,) camera ids for per-camera centring.
         k1, k2: Jaccard parameters (``k1`` capped at N - 1, ``k2`` at ``k1``).
         eps, min_samples: DBSCAN parameters.
-        min_cluster_size: HDBSCAN parameter.
+        min_cluster_size: HDBSCAN parameter. Each parameter is one value (a
+            ``(visible, infrared)`` pair raises ``ValueError``: this is one clustering of
+            both modalities, as the joint ablation).
 
     Returns:
         ``{"dbscan": {...}, "hdbscan": {...}}``, each with ``clusters``,
@@ -470,6 +472,11 @@ def compare_clusterings(
     """
     from .clustering import camera_centre, cluster_dbscan, cluster_hdbscan, jaccard_distance, label_quality
 
+    for name, v in (("k1", k1), ("k2", k2), ("eps", eps), ("min_samples", min_samples), ("min_cluster_size", min_cluster_size)):
+        if isinstance(v, (list, tuple, np.ndarray)):
+            raise ValueError(f"compare_clusterings: {name}={v!r}: one clustering of both modalities takes one value; "
+                             f"for a per-modality (visible, infrared) SelfTrainConfig pair pass one modality's value, "
+                             f"e.g. SelfTrainConfig.dbscan_params('visible')")
     x = _features(features)
     p = _ids(pids, len(x))
     is_ir = None if modality is None else _modality_mask(modality, len(x))

@@ -243,3 +243,11 @@ def test_compare_clusterings_identity_blobs():
     xb, mb, pb = _identity_features(n_ids=10, per=5, offset=3.0, id_scale=0.2, noise=0.02)
     split = compare_clusterings(xb, pb, modality=mb, k1=12, k2=4, eps=0.6, min_samples=3, min_cluster_size=6)
     assert split["dbscan"]["cross_modal_clusters"] < 0.5
+
+
+def test_compare_clusterings_refuses_per_modality_pairs():
+    x, m, p = _identity_features(n_ids=4, per=4, offset=0.05, noise=0.02)
+    with pytest.raises(ValueError, match=r"eps=\(0.5, 0.4\).*one value.*dbscan_params"):
+        compare_clusterings(x, p, modality=m, k1=6, k2=3, eps=(0.5, 0.4), min_samples=2)
+    with pytest.raises(ValueError, match=r"min_samples=\[2, 3\]"):
+        compare_clusterings(x, p, k1=6, k2=3, eps=0.5, min_samples=[2, 3])
