@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 DATA ?= data
 PRESET ?= default
 SEED ?= 0
@@ -19,17 +20,34 @@ test test-browser bench: export OMP_WAIT_POLICY ?= PASSIVE
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: env reproduce reproduce-long test test-browser data notebooks bench lab clean-env
+.PHONY: env lock reproduce reproduce-long test test-browser data notebooks bench lab clean-env
 
 env: $(STAMP)
 
-# Create .venv when missing; torch==2.13.0 first so no CUDA build is pulled.
-$(STAMP): pyproject.toml
+# Create .venv when missing (or update it when the lock changed), with the exact versions
+# of requirements.lock; torch==2.13.0 first so no CUDA build is pulled.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c $(LOCK) --upgrade pip
+	$(BIN)/pip install -q -c $(LOCK) torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
+
+# Refresh requirements.lock: resolve pyproject.toml's ranges afresh in a throw-away venv and
+# write every installed version. Then `make clean-env test` checks the suite with it, and a
+# `make reproduce` shows whether any figure moved; commit the lock only when both pass.
+lock:
+	rm -rf .venv-lock
+	$(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q torch==2.13.0
+	.venv-lock/bin/pip install -q -e ".[dev]"
+	{ echo "# Exact versions of every package \`make\` installs (pip constraints: pip install -c $(LOCK))."; \
+	  echo "# Written by \`make lock\` on $$(date -u +%Y-%m-%d) with $$(.venv-lock/bin/python --version); do not edit by hand."; \
+	  echo "# torch is pinned without its local tag (+cpu), so a CUDA build of the same release also satisfies it."; \
+	  .venv-lock/bin/pip freeze --all --exclude-editable | sed -E 's/^torch==([0-9.]+)\+[a-z0-9]+$$/torch==\1/'; } > $(LOCK)
+	rm -rf .venv-lock
+	@echo "wrote $(LOCK): now run make clean-env test"
 
 data: $(STAMP)
 	$(PYTHON) -m cmamlib.data.synth --out $(DATA) --preset $(PRESET) --seed $(SEED)

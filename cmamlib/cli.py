@@ -430,6 +430,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .presets import ConfigError, load_config
     from .runs import RunDirError, train_stage1, train_stage2
     from .training.common import CheckpointError
+    from .utils import UnsafeCheckpointError
 
     if args.list_presets:
         print(_list_presets())
@@ -456,7 +457,7 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
         res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())
-    except (RunDirError, DatasetError, FileNotFoundError, CheckpointError) as e:
+    except (RunDirError, DatasetError, FileNotFoundError, CheckpointError, UnsafeCheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)

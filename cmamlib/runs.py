@@ -29,6 +29,7 @@ import torch
 from . import distributed as dist
 from .training.common import RESUME_FREE_FIELDS
 from .presets import ConfigError, RunConfig, config_dict, diff_configs, read_config, save_config
+from .utils import UnsafeCheckpointError, load_checkpoint
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -280,7 +281,9 @@ def load_run(path: str | os.PathLike, expect_stage: str | None = None, require_c
         raise RunDirError(f"{what}: no {CHECKPOINT_FILE} in {run_dir}: the run has not finished an epoch yet "
                           f"(or this is not a run folder); run `python -m cmamlib train ... --out {run_dir}` first")
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt)
+    except UnsafeCheckpointError as e:
+        raise RunDirError(str(e)) from None
     except Exception as e:
         raise RunDirError(f"{ckpt}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("stage") not in STAGES or "config" not in state:

@@ -10,9 +10,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cmamlib.cli import PUBLISHED_COUNTS, build_parser, check_data, main
+from cmamlib.utils import load_checkpoint
 
 SYNTH = {
     "sysu-mm01": "SYSU-MM01-synth",
@@ -327,7 +329,7 @@ def test_stage2_needs_a_finished_stage1_run(smoke_runs, tiny_data, tmp_path, cap
     assert "is a stage2 run, expected a stage1 run" in capsys.readouterr().err
     half = tmp_path / "half"
     shutil.copytree(out / "s1", half)
-    state = torch.load(half / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(half / "checkpoint.pt")
     state["epoch"] = 0
     torch.save(state, half / "checkpoint.pt")
     assert main(["train", "stage2", *common, f"init_from={half}"]) == 1
@@ -391,3 +393,45 @@ def test_per_modality_clustering_overrides():
     c = load_config("smoke", ["stage2.eps=0.6,0.45", "stage2.min_samples=[3,2]", "stage2.k1=7"])
     assert (c.stage2.eps, c.stage2.min_samples, c.stage2.k1) == ((0.6, 0.45), (3, 2), 7)
     assert c.stage2.dbscan_params("infrared") == (7, c.stage2.k2, 0.45, 2)
+
+
+class _RunsCode:
+    """Pickles to a call of ``marker.touch()``: what a hostile checkpoint would hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_runs_code_is_refused(smoke_runs, tiny_data, tmp_path, capsys):
+    """``evaluate``, ``init_from`` and resume read checkpoints with ``weights_only=True``:
+    a checkpoint carrying a pickled object that executes code on load is refused with a
+    message naming the file, and the code never runs; every checkpoint cmamlib writes
+    (stage 1, stage 2, with numpy labels and RNG states) still loads."""
+    import torch
+
+    from cmamlib.utils import UnsafeCheckpointError
+
+    out, _ = smoke_runs
+    for s in ("s1", "s2"):
+        state = load_checkpoint(out / s / "checkpoint.pt")
+        assert state["stage"] in ("cmam", "selftrain") and isinstance(state["labels"], np.ndarray)
+    marker = tmp_path / "code_ran"
+    bad = tmp_path / "bad"
+    shutil.copytree(out / "s2", bad)
+    state = load_checkpoint(bad / "checkpoint.pt")
+    state["payload"] = _RunsCode(marker)
+    torch.save(state, bad / "checkpoint.pt")
+    with pytest.raises(UnsafeCheckpointError, match="refused to load") as e:
+        load_checkpoint(bad / "checkpoint.pt")
+    assert str(bad / "checkpoint.pt") in str(e.value)
+    rc = main(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
+               str(bad), "--reports", str(tmp_path / "reports"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{bad / 'checkpoint.pt'}: refused to load" in err, err
+    common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
+    assert main(["train", "stage2", *common, "--out", str(bad), f"init_from={out / 's1'}", "stage2.eps=0.5"]) == 1
+    assert "refused to load" in capsys.readouterr().err  # resume reads it too
+    assert not marker.exists()

@@ -11,6 +11,7 @@ from cmamlib.data import Record, read_market1501
 from cmamlib.data.loading import load_images
 from cmamlib.training.cmam import VARIANTS, CMAMConfig, run_cmam, variant_config
 from cmamlib.training.loop import StopTraining
+from cmamlib.utils import load_checkpoint
 
 SMOKE = CMAMConfig(
     width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=2, k1=6, k2=3, eps=0.5,
@@ -140,7 +141,7 @@ def test_a_run_from_before_shared_init_is_not_resumed_as_shared(source, tmp_path
     recs, imgs = source
     run_cmam(replace(SMOKE, epochs=1), recs, imgs, run_dir=tmp_path, progress=False)
     ck = tmp_path / "checkpoint.pt"
-    state = torch.load(ck, weights_only=False)
+    state = load_checkpoint(ck)
     del state["config"]["shared_init"]
     torch.save(state, ck)
     with pytest.raises(ValueError, match="shared_init"):
@@ -149,7 +150,7 @@ def test_a_run_from_before_shared_init_is_not_resumed_as_shared(source, tmp_path
     one_net = replace(SMOKE, epochs=1, use_aux_gray=False)
     run_cmam(one_net, recs, imgs, run_dir=tmp_path / "one_net", progress=False)
     ck = tmp_path / "one_net" / "checkpoint.pt"
-    state = torch.load(ck, weights_only=False)
+    state = load_checkpoint(ck)
     del state["config"]["shared_init"]
     torch.save(state, ck)
     run_cmam(one_net, recs, imgs, run_dir=tmp_path / "one_net", resume=True, progress=False)

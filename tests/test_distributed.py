@@ -5,8 +5,9 @@
   batch (gradients, BN running statistics, cluster memories), with SyncBatchNorm;
 * ``torchrun --nproc_per_node 2 -m cmamlib train`` (smoke preset, tiny data, both stages,
   ``sync_bn=true``): the run finishes, both ranks hold identical weights after every
-  epoch (state-dict hashes gathered into ``log.jsonl``), only rank 0 writes, and the
-  final metrics match a single-process run of the same global batch.
+  epoch (state-dict hashes gathered into ``log.jsonl``), only rank 0 writes, and each
+  stage's first epoch matches a single-process run of the same global batch (later
+  epochs are not compared: see :func:`test_torchrun_two_processes_match_one`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from cmamlib import distributed as dist
 from cmamlib.training.loop import gray_transform
+from cmamlib.utils import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,7 +181,7 @@ def test_ddp_step_equals_single_process_step(stage, tmp_path):
     ref = _one_step(stage, distributed=False)
     out = tmp_path / "rank0.pt"
     mp.spawn(_step_worker, args=(2, _free_port(), stage, str(out)), nprocs=2, join=True)
-    got = torch.load(out, weights_only=False)
+    got = torch.load(out, weights_only=True)
     assert got["grad_hashes"][0] == got["grad_hashes"][1]  # DDP: the same averaged gradient on both ranks
     assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)
     assert ref["grads"].keys() == got["grads"].keys()
@@ -209,19 +211,22 @@ def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600, threads: int
     return proc
 
 
-def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool, threads: int = 1, extra: tuple = ()) -> dict:
+def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool, threads: int = 1, extra: tuple = (),
+              stage2_from: Path | None = None) -> dict:
     """train stage1 -> train stage2 (init_from) -> evaluate, with `nproc` processes
-    (0: plain ``python -m cmamlib``)."""
+    (0: plain ``python -m cmamlib``). ``stage2_from``: start stage 2 from that stage-1
+    run folder instead of this pipeline's own."""
     common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
     flags = [f"stage1.sync_bn={sync_bn}", f"stage2.sync_bn={sync_bn}", *extra]
     _cli(["train", "stage1", *common, "--out", str(out / "s1"), *flags], torchrun=nproc, threads=threads)
-    _cli(["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={out / 's1'}", *flags], torchrun=nproc,
+    init = stage2_from if stage2_from is not None else out / "s1"
+    _cli(["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={init}", *flags], torchrun=nproc,
          threads=threads)
     _cli(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
           str(out / "s2"), "--reports", str(out / "reports"), "--name", "eval", "--no-progress"])
     logs = {s: [json.loads(ln) for ln in (out / s / "log.jsonl").read_text().splitlines()] for s in ("s1", "s2")}
     metrics = json.loads((out / "reports" / "eval" / "metrics.json").read_text())
-    weights = torch.load(out / "s2" / "checkpoint.pt", weights_only=False)
+    weights = load_checkpoint(out / "s2" / "checkpoint.pt")
     return {"logs": logs, "summary": metrics["summary"], "weights": weights}
 
 
@@ -241,10 +246,18 @@ EQUIV = ("stage1.lr=3.5e-4", "stage2.lr=3.5e-4")
 WEIGHT_EQUIV = (*EQUIV, "stage1.shared_init=false")
 
 
-def _ari(a: np.ndarray, b: np.ndarray) -> float:
-    from sklearn.metrics import adjusted_rand_score
+#: Largest relative difference of an epoch-0 loss term between one process and 2 ranks
+#: (SyncBN) that the comparison below accepts. Measured on the tiny benchmark: at most
+#: 1e-6 with AVX-512 kernels, 8.6e-4 with AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
+#: ONEDNN_MAX_CPU_ISA=AVX2); without SyncBN (the bug this catches) 5-13% in stage 1 and
+#: 1-12% in stage 2.
+EPOCH0_REL = 1e-2
 
-    return float(adjusted_rand_score(a, b))
+
+def _label_stats(row: dict) -> dict:
+    """The pseudo-label statistics of a log row (cluster counts, noise, ARI, pairs...)."""
+    skip = ("loss_", "eval_", "rank_state_hashes", "world_size", "lr_end")
+    return {k: v for k, v in row.items() if not k.startswith(skip) and "seconds" not in k}
 
 
 @pytest.mark.slow
@@ -252,39 +265,45 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     """``torchrun --nproc_per_node 2`` (gloo, ``sync_bn=true``) against one process with
     the same global batch, through the command line: stage 1 -> stage 2 -> evaluate.
 
-    Stage 1 with independently drawn networks (:data:`WEIGHT_EQUIV`). Measured (tiny
-    benchmark, 2 CPU cores): identical rank hashes every epoch; epoch
-    losses equal to 4 decimals; identical pseudo labels in both stages; final weights
-    within 1e-5 (stage 2) and 6e-7 (stage 1); SYSU all / indoor R1 and mAP equal to
-    0.01 points. Asserted: hashes equal, losses within 1e-3 relative, label ARI >= 0.95,
-    weights within 1e-3, R1 / mAP within 3 points. (Without SyncBN the same comparison
-    gives weight differences ~0.3 and all-search R1 16.1 -> 11.8: BN statistics of
-    8-image slices are not those of the 16-image batch.)
+    What is asserted is what holds whatever the CPU's kernels: one log, written by rank 0;
+    identical weights on both ranks after every epoch (state hashes); the first
+    clustering of each stage identical (stage 1 from the same seeded networks, stage 2 of
+    both runs from the one-process stage-1 run); every epoch-0 loss term within
+    :data:`EPOCH0_REL`; a checkpoint that evaluates. The step-level equality (gradients,
+    BN statistics, memories within 2e-4) is :func:`test_ddp_step_equals_single_process_step`.
+
+    Not asserted: later epochs. The two runs differ by float reordering (per-rank
+    reductions then an all-reduce, against one reduction), and the training amplifies it:
+    Adam's first update is ``lr * g / (|g| + eps)``, about ``lr`` for every element whatever
+    its size, so an element whose gradient is at rounding level (measured: 2.8e-7 in one
+    run, -4.5e-8 in the other, model B ``layer4.0.conv1``) moves ``2 lr`` apart; after one
+    epoch the fused features differ by 5e-3, the k-reciprocal neighbour sets of a few
+    samples change, and the next clustering can split a cluster (22 vs 23 visible
+    clusters, stage-2 epoch-1 memory loss 4.742 vs 4.506). A single process started from
+    weights 1e-6 apart (the 2-rank stage-1 output) gives the same 4.506: the divergence is
+    the training's sensitivity, not the distributed code. Which side of the split a run
+    lands on depends on the CPU's kernels (AVX-512 here: no split; AVX2: split), so an
+    assertion on later epochs or final metrics would pass or fail by machine
+    (investigations/ddp_divergence.md).
     """
     one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True, extra=WEIGHT_EQUIV)
-    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True, extra=WEIGHT_EQUIV)
+    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True, extra=WEIGHT_EQUIV,
+                    stage2_from=tmp_path / "one" / "s1")
     for s in ("s1", "s2"):
         rows, ref = two["logs"][s], one["logs"][s]
-        assert [r["epoch"] for r in rows] == [0, 1]  # one log, written by rank 0 only
+        assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref] == [0, 1]  # one log, written by rank 0 only
         for r in rows:
             assert r["world_size"] == 2 and len(r["rank_state_hashes"]) == 2
             assert r["rank_state_hashes"][0] == r["rank_state_hashes"][1], f"{s} epoch {r['epoch']}: ranks diverged"
         assert all("rank_state_hashes" not in r for r in ref)
-        for r1, r2 in zip(ref, rows):
-            losses = {k: v for k, v in r1.items() if k.startswith("loss_")}
-            assert losses and losses.keys() == {k for k in r2 if k.startswith("loss_")}
-            for k, v in losses.items():
-                assert r2[k] == pytest.approx(v, rel=1e-3, abs=1e-5), f"{s} epoch {r1['epoch']} {k}"
-    s1 = [torch.load(p / "s1" / "checkpoint.pt", weights_only=False) for p in (tmp_path / "one", tmp_path / "two")]
-    assert _ari(s1[0]["labels"], s1[1]["labels"]) >= 0.95
-    assert _ari(one["weights"]["labels"], two["weights"]["labels"]) >= 0.95
-    for key in ("model_a", "model_b"):
-        a, b = one["weights"][key], two["weights"][key]
-        worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-        assert worst <= 1e-3, f"{key}: max |weight difference| {worst:.3g}"
-    diffs = {k: abs(two["summary"][k] - one["summary"][k]) for k in one["summary"] if k.endswith(("R1", "mAP"))}
-    print("DDP(2, sync_bn) vs one process, |metric difference| (fractions):", json.dumps(diffs))
-    assert max(diffs.values()) <= 0.03, diffs
+        assert _label_stats(rows[0]) == _label_stats(ref[0]), f"{s}: the first clustering differs"
+        losses = {k: v for k, v in ref[0].items() if k.startswith("loss_")}
+        assert losses and losses.keys() == {k for k in rows[0] if k.startswith("loss_")}
+        for k, v in losses.items():
+            assert rows[0][k] == pytest.approx(v, rel=EPOCH0_REL), f"{s} epoch 0 {k}"
+    for res in (one, two):
+        assert set(res["weights"]) >= {"model_a", "model_b", "labels"}
+        assert all(0.0 <= v <= 1.0 for k, v in res["summary"].items() if k.endswith(("R1", "mAP")))
 
 
 @pytest.mark.slow
@@ -320,7 +339,7 @@ def test_torchrun_resumes_a_run_started_in_one_process(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1]
     assert "rank_state_hashes" not in rows[0] and rows[1]["world_size"] == 2
     assert rows[1]["rank_state_hashes"][0] == rows[1]["rank_state_hashes"][1]
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(out / "checkpoint.pt")
     np.testing.assert_array_equal(state["labels"], full.labels)
     ref = full.model_rg.state_dict()
     worst = max(float((state["model_rg"][k].double() - v.double()).abs().max()) for k, v in ref.items())

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import torch
 
 from ..features import amp_cast_dtype
-from ..utils import atomic_save
+from ..utils import atomic_save, load_checkpoint
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -199,7 +199,7 @@ class Checkpointer:
     def load(self) -> dict | None:
         if self.path is None or not self.path.exists():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+        return load_checkpoint(self.path)
 
 
 #: Config fields that may differ between a run and its resumption (hardware, not method).

@@ -204,12 +204,12 @@ def run_supervised_cached(
     Raises:
         ValueError: the cached model was trained with another config (names the fields).
     """
-    from ..utils import atomic_save
+    from ..utils import atomic_save, load_checkpoint
     from .common import config_to_dict
 
     cfg_dict = config_to_dict(config)
     if path is not None and Path(path).exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if k != "device" and state["config"].get(k) != cfg_dict.get(k))
         if diff:
             raise ValueError(f"{path} was trained with another config (fields {diff}); use another runs folder or delete it")
