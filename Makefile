@@ -20,7 +20,7 @@ test test-browser bench: export OMP_WAIT_POLICY ?= PASSIVE
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: env lock reproduce reproduce-long test test-browser data notebooks bench lab clean-env
+.PHONY: env lock lint format reproduce reproduce-long test test-browser data notebooks bench lab clean-env
 
 env: $(STAMP)
 
@@ -79,8 +79,19 @@ reproduce-long: data
 	echo "reproduce total: $$dt s" >> reports/timings-long.txt
 	$(PYTHON) -m cmamlib.reports readme-table --block long
 
-test: $(STAMP)
+# The linter and the formatter's check first (seconds), then the suite.
+test: lint
 	$(PYTHON) -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rewrite the code in the project's format (ruff; settings in pyproject.toml) and apply the
+# linter's safe fixes.
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # Real-browser check of notebook 05 (kept out of `make test`): installs Debian's chromium and
 # chromium-driver (apt) and selenium (the `browser` extra) when missing, then runs

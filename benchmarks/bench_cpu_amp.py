@@ -19,7 +19,7 @@ to the float32 ones (largest 1 - cosine similarity over the images).
 
 ``make bench`` runs it without a target (the speed-up depends on the CPU, so it never
 fails); the CPU flags it found are printed first. End to end on the CPU preset, and what
-AMP does to the metrics there: the README ("Run on real data (and GPUs)", Device).
+AMP does to the metrics there: docs/real-data.md (Device).
 """
 
 from __future__ import annotations
@@ -36,8 +36,12 @@ from cmamlib.features import extract_features
 from cmamlib.models import build_model
 from cmamlib.training.common import autocast, to_memory_format
 
-MODES = [("float32", False, False), ("amp bf16", True, False), ("float32 channels_last", False, True),
-         ("amp bf16 channels_last", True, True)]
+MODES = [
+    ("float32", False, False),
+    ("amp bf16", True, False),
+    ("float32 channels_last", False, True),
+    ("amp bf16 channels_last", True, True),
+]
 
 
 def cpu_flags() -> list[str]:
@@ -76,12 +80,16 @@ def train_speed(size: tuple[int, int], amp: bool, channels_last: bool, steps: in
     return batch * steps / (time.perf_counter() - t0)
 
 
-def infer_speed(size: tuple[int, int], amp: bool, channels_last: bool, batches: int, batch: int = 256) -> tuple[float, torch.Tensor]:
+def infer_speed(
+    size: tuple[int, int], amp: bool, channels_last: bool, batches: int, batch: int = 256
+) -> tuple[float, torch.Tensor]:
     """Images/s of :func:`extract_features` over ``batches`` batches, and its features."""
     torch.manual_seed(0)
     model = to_memory_format(build_model("resnet18", width=16), channels_last)
-    data = [to_memory_format(torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(i)), channels_last)
-            for i in range(batches)]
+    data = [
+        to_memory_format(torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(i)), channels_last)
+        for i in range(batches)
+    ]
     extract_features(model, data[:1], amp=amp, progress=False)  # warm-up
     t0 = time.perf_counter()
     f = extract_features(model, data, amp=amp, progress=False)
@@ -107,7 +115,10 @@ def main() -> None:
                 infer[name].append(speed)
         base_t, base_i = statistics.median(train["float32"]), statistics.median(infer["float32"])
         print(f"\n{size[0]}x{size[1]}, ResNet-18 width 16 (median of {args.rounds} rounds):")
-        print(f"  {'mode':24s} {'train img/s':>11s} {'speed-up':>8s} {'infer img/s':>11s} {'speed-up':>8s} {'max 1 - cos to fp32':>19s}")
+        print(
+            f"  {'mode':24s} {'train img/s':>11s} {'speed-up':>8s} "
+            f"{'infer img/s':>11s} {'speed-up':>8s} {'max 1 - cos to fp32':>19s}"
+        )
         for name, _, _ in MODES:
             t, i = statistics.median(train[name]), statistics.median(infer[name])
             gap = float(1 - F.cosine_similarity(feats[name].double(), feats["float32"].double()).min())

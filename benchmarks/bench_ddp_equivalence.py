@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_distributed import _pipeline  # noqa: E402
 
@@ -46,8 +45,10 @@ def main() -> None:
             from cmamlib.data.synth import generate
 
             generate(data, "tiny", seed=0, progress=False)
-        print(f"{'lr':>7} {'run':<12} {'s1 max|dw|':>10} {'s2 max|dw|':>10} {'s1 ARI':>6} {'s2 ARI':>6} "
-              f"{'all R1':>6} {'all mAP':>7} {'ind R1':>6} {'ind mAP':>7} {'time':>5}")
+        print(
+            f"{'lr':>7} {'run':<12} {'s1 max|dw|':>10} {'s2 max|dw|':>10} {'s1 ARI':>6} {'s2 ARI':>6} "
+            f"{'all R1':>6} {'all mAP':>7} {'ind R1':>6} {'ind mAP':>7} {'time':>5}"
+        )
         for lr in ("3.5e-3", "3.5e-4"):
             extra = (f"stage1.lr={lr}", f"stage2.lr={lr}")
             runs = {}
@@ -60,13 +61,22 @@ def main() -> None:
                 runs[name] = r
             ref = runs["single"]
             for name, r in runs.items():
-                dw1 = max(float((r["s1"]["model_rg"][k].double() - v.double()).abs().max()) for k, v in ref["s1"]["model_rg"].items())
-                dw2 = max(float((r["weights"]["model_a"][k].double() - v.double()).abs().max()) for k, v in ref["weights"]["model_a"].items())
+                dw1 = max(
+                    float((r["s1"]["model_rg"][k].double() - v.double()).abs().max())
+                    for k, v in ref["s1"]["model_rg"].items()
+                )
+                dw2 = max(
+                    float((r["weights"]["model_a"][k].double() - v.double()).abs().max())
+                    for k, v in ref["weights"]["model_a"].items()
+                )
                 m = r["summary"]
-                print(f"{lr:>7} {name:<12} {dw1:10.2e} {dw2:10.2e} {_ari(ref['s1']['labels'], r['s1']['labels']):6.3f} "
-                      f"{_ari(ref['weights']['labels'], r['weights']['labels']):6.3f} {100 * m['all_R1']:6.2f} "
-                      f"{100 * m['all_mAP']:7.2f} {100 * m['indoor_R1']:6.2f} {100 * m['indoor_mAP']:7.2f} {r['t']:5.0f}s",
-                      flush=True)
+                print(
+                    f"{lr:>7} {name:<12} {dw1:10.2e} {dw2:10.2e} {_ari(ref['s1']['labels'], r['s1']['labels']):6.3f} "
+                    f"{_ari(ref['weights']['labels'], r['weights']['labels']):6.3f} {100 * m['all_R1']:6.2f} "
+                    f"{100 * m['all_mAP']:7.2f} {100 * m['indoor_R1']:6.2f} "
+                    f"{100 * m['indoor_mAP']:7.2f} {r['t']:5.0f}s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,10 @@ def main() -> int:
     err = _check(fast, ref)
     speed = t_ref / t_fast
     ok &= err <= 1e-6 and speed >= 10
-    print(f"eval_sysu  {dist.shape[0]}x{dist.shape[1]}: oracle {t_ref:.3f} s, fast {t_fast:.4f} s, "
-          f"speed-up {speed:.1f}x, max |diff| {err:.1e}  (R1 {fast[0][0]:.3f}, mAP {fast[1]:.3f})")
+    print(
+        f"eval_sysu  {dist.shape[0]}x{dist.shape[1]}: oracle {t_ref:.3f} s, fast {t_fast:.4f} s, "
+        f"speed-up {speed:.1f}x, max |diff| {err:.1e}  (R1 {fast[0][0]:.3f}, mAP {fast[1]:.3f})"
+    )
 
     dist, qp, gp = regdb_case(rng)
     t_ref, ref = _best(lambda: oracle_eval(dist, qp, gp, protocol="regdb"), 1)
@@ -82,8 +84,10 @@ def main() -> int:
     err = _check(fast, ref)
     speed = t_ref / t_fast
     ok &= err <= 1e-6 and speed >= 10
-    print(f"eval_regdb {dist.shape[0]}x{dist.shape[1]}: oracle {t_ref:.3f} s, fast {t_fast:.4f} s, "
-          f"speed-up {speed:.1f}x, max |diff| {err:.1e}  (R1 {fast[0][0]:.3f}, mAP {fast[1]:.3f})")
+    print(
+        f"eval_regdb {dist.shape[0]}x{dist.shape[1]}: oracle {t_ref:.3f} s, fast {t_fast:.4f} s, "
+        f"speed-up {speed:.1f}x, max |diff| {err:.1e}  (R1 {fast[0][0]:.3f}, mAP {fast[1]:.3f})"
+    )
     if not ok:
         print("FAILED: a speed-up is below 10x or an output differs from the oracle by more than 1e-6")
     return 0 if ok else 1

@@ -39,7 +39,9 @@ def main() -> int:
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - t0:.2f} s")
     ok = True
     for dim in args.dim:
-        x, _ = clustered_features(args.n, dim=dim, num_ids=max(2, args.n // 30), noise=0.8 * np.sqrt(dim / 2048) ** 0, seed=0)
+        x, _ = clustered_features(
+            args.n, dim=dim, num_ids=max(2, args.n // 30), noise=0.8 * np.sqrt(dim / 2048) ** 0, seed=0
+        )
         xt = torch.from_numpy(x)
         t0 = time.perf_counter()
         ref = oracle_jaccard(x, args.k1, args.k2)

@@ -30,7 +30,9 @@ from test_clustering import clustered_features  # noqa: E402
 from cmamlib.clustering import cluster_dbscan, jaccard_distance, jaccard_distance_sparse, numba  # noqa: E402
 
 
-def make_features(n: int, dim: int, per_id: int = 30, latent: int = 32, noise: float = 0.8, seed: int = 0) -> torch.Tensor:
+def make_features(
+    n: int, dim: int, per_id: int = 30, latent: int = 32, noise: float = 0.8, seed: int = 0
+) -> torch.Tensor:
     """Float32 re-ID-like features, generated in chunks (no float64 copy).
 
     Identities are points of a 32-dimensional latent space; an image is its identity
@@ -88,8 +90,11 @@ def main() -> int:
         err = float(np.abs(back - dense).max())
         same = bool(np.array_equal(cluster_dbscan(dense, 0.6), cluster_dbscan(sp_mat, 0.6)))
         ok &= err <= 1e-6 and same
-        print(f"check N={args.check_n}: sparse {t_sparse:.3f} s (incl. numba cache load), max |sparse - dense| {err:.1e}, "
-              f"DBSCAN labels identical: {same}")
+        print(
+            f"check N={args.check_n}: sparse {t_sparse:.3f} s (incl. "
+            f"numba cache load), max |sparse - dense| {err:.1e}, "
+            f"DBSCAN labels identical: {same}"
+        )
 
     x = make_features(args.n, args.dim)
     rss_features = peak_rss_gb()

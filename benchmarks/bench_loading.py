@@ -90,18 +90,22 @@ def main() -> None:
     imgs = load_images(recs, size, progress=False)
     t_fast = time.perf_counter() - t0
     assert torch.equal(ref, imgs), "decode-once store differs from the oracle"
-    print(f"decode {len(recs)} images at {size[0]}x{size[1]}: oracle loop {t_oracle:.2f} s "
-          f"({len(recs) / t_oracle:.0f} img/s), load_images {t_fast:.2f} s ({len(recs) / t_fast:.0f} img/s), "
-          f"speed-up {t_oracle / t_fast:.1f}x; outputs equal")
-    print(f"  and once decoded, an epoch re-reads nothing: a per-item Dataset pays the oracle cost every epoch")
+    print(
+        f"decode {len(recs)} images at {size[0]}x{size[1]}: oracle loop {t_oracle:.2f} s "
+        f"({len(recs) / t_oracle:.0f} img/s), load_images {t_fast:.2f} s ({len(recs) / t_fast:.0f} img/s), "
+        f"speed-up {t_oracle / t_fast:.1f}x; outputs equal"
+    )
+    print("  and once decoded, an epoch re-reads nothing: a per-item Dataset pays the oracle cost every epoch")
 
     res = run_cmam(replace(cfg, epochs=args.epochs), recs, imgs, progress=False)
     epoch_speed = res.images_per_second
     n_batches = sum(h["batches"] for h in res.history)
     pure = pure_step_speed(cfg, imgs, min(n_batches, 30))
-    print(f"stage-1 training epoch (width {cfg.width}, {size[0]}x{size[1]}, batch {cfg.batch_size}, 3 passes/image): "
-          f"{epoch_speed:.0f} img/s; pure forward+backward on prepared batches {pure:.0f} img/s; "
-          f"ratio {epoch_speed / pure:.0%} (goal >= 80%)")
+    print(
+        f"stage-1 training epoch (width {cfg.width}, {size[0]}x{size[1]}, batch {cfg.batch_size}, 3 passes/image): "
+        f"{epoch_speed:.0f} img/s; pure forward+backward on prepared batches {pure:.0f} img/s; "
+        f"ratio {epoch_speed / pure:.0%} (goal >= 80%)"
+    )
 
 
 if __name__ == "__main__":

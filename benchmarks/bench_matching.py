@@ -56,9 +56,11 @@ def bench_match(repeat: int) -> bool:
         err = abs(res.cost - ref_cost)
         speed = t_ref / t_fast
         ok &= same and err <= 1e-6
-        print(f"match_clusters {unequal:12s} {vis.shape[0]}x{ir.shape[0]}, D={vis.shape[1]}: "
-              f"oracle {t_ref:.3f} s, fast {t_fast:.4f} s, speed-up {speed:.1f}x, "
-              f"pairs equal {same}, |cost diff| {err:.1e}")
+        print(
+            f"match_clusters {unequal:12s} {vis.shape[0]}x{ir.shape[0]}, D={vis.shape[1]}: "
+            f"oracle {t_ref:.3f} s, fast {t_fast:.4f} s, speed-up {speed:.1f}x, "
+            f"pairs equal {same}, |cost diff| {err:.1e}"
+        )
     return ok
 
 
@@ -86,12 +88,18 @@ def bench_memory(repeat: int, b: int = 128, c: int = 500, d: int = 512, k: int =
     t_ref, (ref_loss, ref_mem) = _best(oracle, 1)
     t_cc, (cc_loss, cc_mem) = _best(cc_style, repeat)
     t_fast, (loss, new_mem) = _best(fast, repeat)
-    err = max(abs(loss - ref_loss), float((new_mem - ref_mem).abs().max()),
-              abs(cc_loss - ref_loss), float((cc_mem - ref_mem).abs().max()))
+    err = max(
+        abs(loss - ref_loss),
+        float((new_mem - ref_mem).abs().max()),
+        abs(cc_loss - ref_loss),
+        float((cc_mem - ref_mem).abs().max()),
+    )
     ok = err <= 1e-5
-    print(f"ClusterMemory forward+update B={b}, C={c}, D={d} ({b // k} ids x {k}): oracle {t_ref:.3f} s, "
-          f"cluster-contrast style {t_cc * 1e3:.2f} ms, fast {t_fast * 1e3:.2f} ms, speed-up {t_ref / t_fast:.1f}x "
-          f"vs oracle, {t_cc / t_fast:.1f}x vs cluster-contrast style, max |diff| {err:.1e}")
+    print(
+        f"ClusterMemory forward+update B={b}, C={c}, D={d} ({b // k} ids x {k}): oracle {t_ref:.3f} s, "
+        f"cluster-contrast style {t_cc * 1e3:.2f} ms, fast {t_fast * 1e3:.2f} ms, speed-up {t_ref / t_fast:.1f}x "
+        f"vs oracle, {t_cc / t_fast:.1f}x vs cluster-contrast style, max |diff| {err:.1e}"
+    )
     return ok
 
 

@@ -16,7 +16,7 @@ SYSU-MM01-sized features, and peak memory.
 * Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, the process peak RSS so far
   on a CPU (``--only stage2`` gives stage 2's alone).
 
-Writes ``reports/bench/paper_scale_<device>.json``; the README quotes it.
+Writes ``reports/bench/paper_scale_<device>.json``; docs/real-data.md quotes it.
 
     python benchmarks/bench_paper_scale.py [--preset paper-sysu-mm01] [--steps 4] [--device auto]
 """
@@ -79,18 +79,33 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=4, help="training steps per stage")
     ap.add_argument("--knn", default="torch", help="kNN backend of the Jaccard distance: torch, faiss, auto")
-    ap.add_argument("--only", nargs="*", choices=("stage1", "stage2", "clustering"), default=None,
-                    help="measure only these parts (the others are kept from an earlier output file)")
-    ap.add_argument("--stage2-batch", type=int, default=None,
-                    help="stage-2 batch instead of the preset's (128 = 8 x 16 needs more than 24 GB of RAM on a CPU)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        choices=("stage1", "stage2", "clustering"),
+        default=None,
+        help="measure only these parts (the others are kept from an earlier output file)",
+    )
+    ap.add_argument(
+        "--stage2-batch",
+        type=int,
+        default=None,
+        help="stage-2 batch instead of the preset's (128 = 8 x 16 needs more than 24 GB of RAM on a CPU)",
+    )
     ap.add_argument("--out", default="reports/bench")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
     cfg = load_config(args.preset, ["require_pretrained=false"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    result: dict = {"preset": args.preset, "device": str(device), "device_name": name, "torch": torch.__version__,
-                    "platform": platform.platform(), "steps": args.steps}
+    result: dict = {
+        "preset": args.preset,
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "steps": args.steps,
+    }
     print(f"{args.preset} on {name}")
 
     parts = set(args.only or ("stage1", "stage2", "clustering"))
@@ -100,35 +115,59 @@ def main() -> None:
         old = json.loads(path.read_text())
         result = {**{k: v for k, v in old.items() if k in ("stage1", "stage2", "clustering")}, **result}
     if "stage1" in parts:
-        s1 = replace(cfg.stage1, device=str(device), epochs=1, iters_per_epoch=args.steps, instance_epochs=1,
-                     eval_batch_size=64)
+        s1 = replace(
+            cfg.stage1, device=str(device), epochs=1, iters_per_epoch=args.steps, instance_epochs=1, eval_batch_size=64
+        )
         recs, imgs = fake_set(s1.batch_size // 4, 4, tuple(s1.image_size))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.time()
         r1 = run_cmam(s1, recs, imgs, progress=False)
-        result["stage1"] = {"arch": s1.arch, "image_size": list(s1.image_size), "batch_size": s1.batch_size,
-                            "amp": s1.amp, "train_images_per_second": r1.images_per_second,
-                            "seconds": time.time() - t0, **peak_memory(device)}
-        print(f"stage 1: {r1.images_per_second:.1f} images/s (3 passes each), batch {s1.batch_size}, "
-              f"{s1.arch} {s1.image_size[0]}x{s1.image_size[1]}, amp={s1.amp}")
+        result["stage1"] = {
+            "arch": s1.arch,
+            "image_size": list(s1.image_size),
+            "batch_size": s1.batch_size,
+            "amp": s1.amp,
+            "train_images_per_second": r1.images_per_second,
+            "seconds": time.time() - t0,
+            **peak_memory(device),
+        }
+        print(
+            f"stage 1: {r1.images_per_second:.1f} images/s (3 passes each), batch {s1.batch_size}, "
+            f"{s1.arch} {s1.image_size[0]}x{s1.image_size[1]}, amp={s1.amp}"
+        )
 
     if "stage2" in parts:
         # k1 / k2 below the 8 images an identity has per modality here (the preset's k1=30
         # assumes SYSU-sized clusters); clustering is timed separately below
-        s2 = replace(cfg.stage2, device=str(device), epochs=1, iters_per_epoch=args.steps, eval_batch_size=64,
-                     eps=0.6, k1=6, k2=3)
+        s2 = replace(
+            cfg.stage2,
+            device=str(device),
+            epochs=1,
+            iters_per_epoch=args.steps,
+            eval_batch_size=64,
+            eps=0.6,
+            k1=6,
+            k2=3,
+        )
         if args.stage2_batch:
             s2 = replace(s2, batch_size=args.stage2_batch)
-        recs, imgs = fake_set(2 * (s2.batch_size // s2.num_instances), max(16, s2.num_instances), tuple(s2.image_size),
-                              seed=1)
+        recs, imgs = fake_set(
+            2 * (s2.batch_size // s2.num_instances), max(16, s2.num_instances), tuple(s2.image_size), seed=1
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.time()
         r2 = run_selftrain(s2, recs, imgs, progress=False)
-        result["stage2"] = {"arch": s2.arch, "image_size": list(s2.image_size), "batch_size": s2.batch_size,
-                            "amp": s2.amp, "train_images_per_second": r2.images_per_second,
-                            "seconds": time.time() - t0, **peak_memory(device)}
+        result["stage2"] = {
+            "arch": s2.arch,
+            "image_size": list(s2.image_size),
+            "batch_size": s2.batch_size,
+            "amp": s2.amp,
+            "train_images_per_second": r2.images_per_second,
+            "seconds": time.time() - t0,
+            **peak_memory(device),
+        }
         print(f"stage 2: {r2.images_per_second:.1f} images/s (2 passes each), batch {s2.batch_size}")
 
     if "clustering" in parts:
@@ -139,12 +178,22 @@ def main() -> None:
             t0 = time.time()
             labels = pseudo_labels(x, s2.k1, s2.k2, s2.eps, s2.min_samples, knn_backend=args.knn)
             secs = time.time() - t0
-            rows[modality] = {"n": n, "seconds": secs, "clusters": int(labels.max()) + 1,
-                              "noise_fraction": float(np.mean(labels < 0))}
+            rows[modality] = {
+                "n": n,
+                "seconds": secs,
+                "clusters": int(labels.max()) + 1,
+                "noise_fraction": float(np.mean(labels < 0)),
+            }
             print(f"Jaccard + DBSCAN, {modality} {n} x 2048: {secs:.1f} s, {rows[modality]['clusters']} clusters")
-        result["clustering"] = {"k1": s2.k1, "k2": s2.k2, "eps": s2.eps, "knn_backend": args.knn, **rows,
-                                "total_seconds": sum(r["seconds"] for r in rows.values()),
-                                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        result["clustering"] = {
+            "k1": s2.k1,
+            "k2": s2.k2,
+            "eps": s2.eps,
+            "knn_backend": args.knn,
+            **rows,
+            "total_seconds": sum(r["seconds"] for r in rows.values()),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        }
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     print("wrote", path)

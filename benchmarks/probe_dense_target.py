@@ -21,11 +21,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from probe_stage2_length import parse_sets, stage1_runs_dir
+
 from cmamlib import experiments
 from cmamlib.data import synth
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
-from probe_stage2_length import parse_sets, stage1_runs_dir
 
 QUALITY = ("vis_clusters", "ir_clusters", "unified_noise_fraction", "vis_purity", "ir_purity", "pairs_correct_fraction")
 
@@ -39,8 +40,14 @@ def main() -> None:
     ap.add_argument("--data", default="data/dense", help="where the denser SYSU-MM01-synth is written")
     ap.add_argument("--market", default="data/Market-1501-synth")
     ap.add_argument("--runs", default="runs")
-    ap.add_argument("--set1", dest="sets1", action="append", default=[], metavar="FIELD=VALUE",
-                    help="a CMAMConfig field of stage 1, e.g. shared_init=false")
+    ap.add_argument(
+        "--set1",
+        dest="sets1",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a CMAMConfig field of stage 1, e.g. shared_init=false",
+    )
     ap.add_argument("--out", default="reports/probes/dense_target.json")
     args = ap.parse_args()
     overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
@@ -56,16 +63,35 @@ def main() -> None:
     for variant in args.variant:
         t0 = time.time()
         name = f"probe_dense/{variant}_v{args.vis_per_cam}_i{args.ir_per_cam}_seed{args.seed}"
-        res, c2 = experiments.stage2_run(s1, s2, variant, args.seed, sysu, market, runs_dir, progress=False, run_name=name)
+        res, c2 = experiments.stage2_run(
+            s1, s2, variant, args.seed, sysu, market, runs_dir, progress=False, run_name=name
+        )
         metrics = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, c2.gray_mode, c2.fusion), sysu, 10)
         history = [{k: e.get(k) for k in ("epoch",) + QUALITY} for e in res.history]
-        rows.append({"variant": variant, "stage1_setting": stage1_setting, "seed": args.seed, "metrics": metrics, "history": history, "seconds": time.time() - t0})
-        print(f"{variant} (stage 1 {stage1_setting}): all R1 {100 * metrics['all_R1']:.1f} mAP {100 * metrics['all_mAP']:.1f}", flush=True)
+        rows.append(
+            {
+                "variant": variant,
+                "stage1_setting": stage1_setting,
+                "seed": args.seed,
+                "metrics": metrics,
+                "history": history,
+                "seconds": time.time() - t0,
+            }
+        )
+        print(
+            f"{variant} (stage 1 {stage1_setting}): all R1 "
+            f"{100 * metrics['all_R1']:.1f} mAP {100 * metrics['all_mAP']:.1f}",
+            flush=True,
+        )
         for e in history:
             print("  " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"counts": counts, "vis_per_cam": args.vis_per_cam, "ir_per_cam": args.ir_per_cam, "rows": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"counts": counts, "vis_per_cam": args.vis_per_cam, "ir_per_cam": args.ir_per_cam, "rows": rows}, indent=1
+        )
+    )
     print("wrote", out)
 
 

@@ -41,8 +41,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["visible_infrared", "visible_only", "visible_gray"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                    help="training input size of the calibration models (default: SupervisedConfig's)")
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="training input size of the calibration models (default: SupervisedConfig's)",
+    )
     ap.add_argument("--out", default="reports/probes/generator.json")
     args = ap.parse_args()
     out = Path(args.out)
@@ -53,13 +59,30 @@ def main() -> None:
             t0 = time.time()
             synth.generate(tmp, cfg, seed=args.data_seed, datasets=("sysu",), progress=False)
             gen_s = time.time() - t0
-            base = SupervisedConfig() if args.image_size is None else SupervisedConfig(image_size=tuple(args.image_size))
-            res = calibration.run_calibration(Path(tmp) / "SYSU-MM01-synth", seeds=tuple(args.seeds), config=base,
-                                              models=tuple(args.models), progress=False)
-        row = {"variant": text, "image_size": list(base.image_size), "data_seed": args.data_seed, "seeds": args.seeds, "generate_seconds": gen_s,
-               "seconds": res["seconds"], "summary": res["summary"], "checks": res["checks"]}
+            base = (
+                SupervisedConfig() if args.image_size is None else SupervisedConfig(image_size=tuple(args.image_size))
+            )
+            res = calibration.run_calibration(
+                Path(tmp) / "SYSU-MM01-synth",
+                seeds=tuple(args.seeds),
+                config=base,
+                models=tuple(args.models),
+                progress=False,
+            )
+        row = {
+            "variant": text,
+            "image_size": list(base.image_size),
+            "data_seed": args.data_seed,
+            "seeds": args.seeds,
+            "generate_seconds": gen_s,
+            "seconds": res["seconds"],
+            "summary": res["summary"],
+            "checks": res["checks"],
+        }
         rows.append(row)
-        cells = [f"{m} R1 {100 * s['R1']['mean']:.1f} mAP {100 * s['mAP']['mean']:.1f}" for m, s in res["summary"].items()]
+        cells = [
+            f"{m} R1 {100 * s['R1']['mean']:.1f} mAP {100 * s['mAP']['mean']:.1f}" for m, s in res["summary"].items()
+        ]
         print(f"{text}: " + " | ".join(cells) + f"  ({res['seconds']['total']:.0f} s)", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"rows": rows}, indent=1))

@@ -43,8 +43,15 @@ from cmamlib.training.supervised import SupervisedConfig
 KEYS = ("vis", "vis_other_cam", "ir", "ir_other_cam", "ir_to_vis")
 
 
-def knn_precision(x: torch.Tensor, pids: np.ndarray, cams: np.ndarray, query: np.ndarray, gallery: np.ndarray, k: int,
-                  other_camera: bool = False) -> tuple[float, float]:
+def knn_precision(
+    x: torch.Tensor,
+    pids: np.ndarray,
+    cams: np.ndarray,
+    query: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    other_camera: bool = False,
+) -> tuple[float, float]:
     """``(precision, chance)``: mean over the ``query`` rows of the fraction of their
     ``k`` nearest ``gallery`` rows (Euclidean on ``x`` ``(N, D)``; the row itself, and
     with ``other_camera`` its camera, excluded) with the query's identity, and the same
@@ -65,8 +72,13 @@ def precisions(x: torch.Tensor, pids: np.ndarray, cams: np.ndarray, is_ir: np.nd
     """The five :data:`KEYS` precisions (and ``<key>_chance``) of camera-centred ``x``."""
     x = camera_centre(torch.nn.functional.normalize(x, dim=1), cams)
     out = {}
-    for key, q, g, other in (("vis", ~is_ir, ~is_ir, False), ("vis_other_cam", ~is_ir, ~is_ir, True), ("ir", is_ir, is_ir, False),
-                             ("ir_other_cam", is_ir, is_ir, True), ("ir_to_vis", is_ir, ~is_ir, False)):
+    for key, q, g, other in (
+        ("vis", ~is_ir, ~is_ir, False),
+        ("vis_other_cam", ~is_ir, ~is_ir, True),
+        ("ir", is_ir, is_ir, False),
+        ("ir_other_cam", is_ir, is_ir, True),
+        ("ir_to_vis", is_ir, ~is_ir, False),
+    ):
         out[key], out[f"{key}_chance"] = knn_precision(x, pids, cams, q, g, k, other)
     return out
 
@@ -83,7 +95,9 @@ def main() -> None:
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     pids, cams, is_ir = record_arrays(sysu.train.records)
-    sup_base = calibration.model_config("visible_infrared", SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size))
+    sup_base = calibration.model_config(
+        "visible_infrared", SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size)
+    )
     rows = []
     for seed in args.seeds:
         st1 = experiments.stage1_run(s1, "cmam", seed, market, args.runs, progress=False)
@@ -92,7 +106,9 @@ def main() -> None:
         sets = {
             "stage 1 F_rg (image)": selftrain_features(st1.model_rg, None),
             "stage 1 F_g (gray view)": experiments.model_features(st1.model_g, gray="random_channel"),
-            "stage 1 fused (stage 2's first clustering)": selftrain_features(st1.model_rg, st1.model_g, cfg.gray_mode, cfg.fusion),
+            "stage 1 fused (stage 2's first clustering)": selftrain_features(
+                st1.model_rg, st1.model_g, cfg.gray_mode, cfg.fusion
+            ),
             "stage 2 full, A alone": selftrain_features(st2.model_a, None),
             "stage 2 full, fused": selftrain_features(st2.model_a, st2.model_b, cfg.gray_mode, cfg.fusion),
             "supervised V+IR upper bound": experiments.model_features(sup),
@@ -104,8 +120,13 @@ def main() -> None:
     summary = []
     for name in dict.fromkeys(r["features"] for r in rows):
         sel = [r for r in rows if r["features"] == name]
-        summary.append({"features": name, "seeds": [r["seed"] for r in sel],
-                        **experiments.mean_std(sel, [*KEYS, *(f"{key}_chance" for key in KEYS)])})
+        summary.append(
+            {
+                "features": name,
+                "seeds": [r["seed"] for r in sel],
+                **experiments.mean_std(sel, [*KEYS, *(f"{key}_chance" for key in KEYS)]),
+            }
+        )
     print("chance: " + " ".join(f"{key} {100 * summary[0][key + '_chance']:.1f}" for key in KEYS))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

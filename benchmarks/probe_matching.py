@@ -57,8 +57,12 @@ def oracle_matching(x: torch.Tensor, is_ir: np.ndarray, pids: np.ndarray, cfg: S
     ic, iids = cluster_centroids(x[torch.from_numpy(keep_i)], pids[keep_i])
     m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal)
     pv, pi = np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]
-    return {"ids": int(len(both)), "pairs": int(m.num_pairs), "correct_fraction": float(np.mean(pv == pi)),
-            "chance": 1.0 / len(both)}
+    return {
+        "ids": int(len(both)),
+        "pairs": int(m.num_pairs),
+        "correct_fraction": float(np.mean(pv == pi)),
+        "chance": 1.0 / len(both),
+    }
 
 
 def method_labels(x: torch.Tensor, is_ir: np.ndarray, cams: np.ndarray, pids: np.ndarray, cfg: SelfTrainConfig) -> dict:
@@ -69,7 +73,9 @@ def method_labels(x: torch.Tensor, is_ir: np.ndarray, cams: np.ndarray, pids: np
         out.update({f"{side}_{k}": v for k, v in q.items()})
     out["pairs"] = int(len(lab.pairs))
     out["pairs_correct_fraction"] = (  # stage 2's own per-epoch diagnostic; 0 without pairs
-        pair_accuracy(lab.pairs, lab.vis_labels, lab.ir_labels, pids[lab.vis_idx], pids[lab.ir_idx]) if len(lab.pairs) else 0.0
+        pair_accuracy(lab.pairs, lab.vis_labels, lab.ir_labels, pids[lab.vis_idx], pids[lab.ir_idx])
+        if len(lab.pairs)
+        else 0.0
     )
     return out
 
@@ -87,7 +93,9 @@ def main() -> None:
     pids, cams, is_ir = record_arrays(sysu.train.records)  # pids: diagnostics only
 
     torch.manual_seed(args.seed)
-    sources = {"random init": (build_model(s2.arch, width=s2.width).eval(), build_model(s2.arch, width=s2.width).eval())}
+    sources = {
+        "random init": (build_model(s2.arch, width=s2.width).eval(), build_model(s2.arch, width=s2.width).eval())
+    }
     for variant in ("cmam", "cmam_independent_init", "cmam_sim005", "rgb_only"):
         r = experiments.stage1_run(s1, variant, args.seed, market, args.runs, progress=False)
         sources[f"stage 1 {variant}"] = (r.model_rg, r.model_g if r.model_g is not None else r.model_rg)
@@ -113,25 +121,37 @@ def main() -> None:
         gray_raw[torch.from_numpy(~is_ir)] = fn(gray_uint8[torch.from_numpy(~is_ir)])
         xg = centred(gray_raw)
         half = raw.shape[1] // 2 if s2.fusion == "concat" else None
-        per_model = {} if half is None else {
-            f"oracle_model_{k}": oracle_matching(centred(part), is_ir, pids, s2)
-            for k, part in (("a", raw[:, :half]), ("b", raw[:, half:]))
+        per_model = (
+            {}
+            if half is None
+            else {
+                f"oracle_model_{k}": oracle_matching(centred(part), is_ir, pids, s2)
+                for k, part in (("a", raw[:, :half]), ("b", raw[:, half:]))
+            }
+        )
+        row = {
+            "source": name,
+            "oracle": oracle_matching(x, is_ir, pids, s2),
+            "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2),
+            **per_model,
+            "oracle_camera_standardised": oracle_matching(camera_centre(raw, cams, standardise=True), is_ir, pids, s2),
+            "method": method_labels(raw, is_ir, cams, pids, s2),
+            "method_unequal_drop": method_labels(raw, is_ir, cams, pids, replace(s2, match_unequal="drop")),
         }
-        row = {"source": name, "oracle": oracle_matching(x, is_ir, pids, s2),
-               "oracle_gray_visible": oracle_matching(xg, is_ir, pids, s2), **per_model,
-               "oracle_camera_standardised": oracle_matching(camera_centre(raw, cams, standardise=True), is_ir, pids, s2),
-               "method": method_labels(raw, is_ir, cams, pids, s2),
-               "method_unequal_drop": method_labels(raw, is_ir, cams, pids, replace(s2, match_unequal="drop"))}
         rows.append(row)
         o, m = row["oracle"], row["method"]
-        print(f"{name:32s} oracle-cluster pairs correct {100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%; "
-              f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%; "
-              + "".join(f"{k[7:]} alone {100 * row[k]['correct_fraction']:5.1f}%; " for k in per_model)
-              + f"cameras standardised {100 * row['oracle_camera_standardised']['correct_fraction']:5.1f}%) | "
-              f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
-              f"{m['ir_purity']:.2f}, noise {m['vis_noise_fraction']:.2f} / {m['ir_noise_fraction']:.2f}, pairs correct "
-              f"{100 * m['pairs_correct_fraction']:.1f}% (unequal=drop: "
-              f"{100 * row['method_unequal_drop']['pairs_correct_fraction']:.1f}%)", flush=True)
+        print(
+            f"{name:32s} oracle-cluster pairs correct "
+            f"{100 * o['correct_fraction']:5.1f}% (chance {100 * o['chance']:.1f}%; "
+            f"visible as luma: {100 * row['oracle_gray_visible']['correct_fraction']:5.1f}%; "
+            + "".join(f"{k[7:]} alone {100 * row[k]['correct_fraction']:5.1f}%; " for k in per_model)
+            + f"cameras standardised {100 * row['oracle_camera_standardised']['correct_fraction']:5.1f}%) | "
+            f"DBSCAN: vis {m['vis_clusters']} clusters purity {m['vis_purity']:.2f}, ir {m['ir_clusters']} purity "
+            f"{m['ir_purity']:.2f}, noise {m['vis_noise_fraction']:.2f} / {m['ir_noise_fraction']:.2f}, pairs correct "
+            f"{100 * m['pairs_correct_fraction']:.1f}% (unequal=drop: "
+            f"{100 * row['method_unequal_drop']['pairs_correct_fraction']:.1f}%)",
+            flush=True,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=1))

@@ -18,8 +18,9 @@ library's training never reads them. Writes ``reports/probes/oracle_labels.json`
 live in ``runs/probe_oracle_labels/``. Not part of ``make bench`` (about 2 minutes per
 row and seed on 2 cores).
 
-    python benchmarks/probe_oracle_labels.py [--data data] [--seeds 0 1] [--rows full oracle_pairs oracle_clusters oracle_labels]
-        [--epochs 24] [--set FIELD=VALUE ...] [--out reports/probes/oracle_labels_e24.json]
+    python benchmarks/probe_oracle_labels.py [--data data] [--seeds 0 1]
+        [--rows full oracle_pairs oracle_clusters oracle_labels] [--epochs 24]
+        [--set FIELD=VALUE ...] [--out reports/probes/oracle_labels_e24.json]
 
 ``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field of every row, as in
 ``probe_stage2_length.py``; the run folders carry the setting.
@@ -34,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from probe_stage2_length import parse_sets
 
 from cmamlib import experiments
 from cmamlib.clustering import cluster_majority
@@ -41,7 +43,6 @@ from cmamlib.data.readers import relabel
 from cmamlib.training import selftrain
 from cmamlib.training.cmam import CMAMConfig
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
-from probe_stage2_length import parse_sets
 
 ROWS = ("full", "oracle_pairs", "oracle_clusters", "oracle_labels")
 DIAGNOSTICS = ("pairs", "pairs_correct_fraction", "unified_purity", "vis_clusters", "ir_clusters")
@@ -77,13 +78,29 @@ def oracle_wrapper(mode: str, true_ids: np.ndarray):
             vis_l, ir_l = relabel(true_ids[vis_idx]), relabel(true_ids[ir_idx])
             pairs = selftrain.match_modalities(el.features[vis_idx], el.features[ir_idx], vis_l, ir_l, cfg)
             labels = selftrain.shared_labels(vis_l, ir_l, pairs, is_ir_)
-            return replace(el, raw_vis_labels=vis_l, raw_ir_labels=ir_l, vis_labels=vis_l, ir_labels=ir_l,
-                           pairs=pairs, labels=labels, similarity=np.zeros(len(pairs)))
+            return replace(
+                el,
+                raw_vis_labels=vis_l,
+                raw_ir_labels=ir_l,
+                vis_labels=vis_l,
+                ir_labels=ir_l,
+                pairs=pairs,
+                labels=labels,
+                similarity=np.zeros(len(pairs)),
+            )
         ids = relabel(true_ids)  # one label per identity, both modalities
         vis_l, ir_l = ids[vis_idx], ids[ir_idx]
         both = np.intersect1d(vis_l, ir_l)
-        return replace(el, raw_vis_labels=vis_l, raw_ir_labels=ir_l, vis_labels=vis_l, ir_labels=ir_l,
-                       pairs=np.stack([both, both], 1).astype(np.int64), labels=ids, similarity=np.zeros(len(both)))
+        return replace(
+            el,
+            raw_vis_labels=vis_l,
+            raw_ir_labels=ir_l,
+            vis_labels=vis_l,
+            ir_labels=ir_l,
+            pairs=np.stack([both, both], 1).astype(np.int64),
+            labels=ids,
+            similarity=np.zeros(len(both)),
+        )
 
     return wrapped
 
@@ -114,19 +131,46 @@ def main() -> None:
             t0 = time.time()
             selftrain.cluster_and_match = _original if row_name == "full" else oracle_wrapper(row_name, true_ids)
             try:
-                run_name = (None if row_name == "full" and not suffix else f"probe_oracle_labels/{row_name}{suffix}_seed{seed}")
-                res, cfg = experiments.stage2_run(s1, s2, "full", seed, sysu, market, args.runs, progress=False, run_name=run_name)
+                run_name = (
+                    None if row_name == "full" and not suffix else f"probe_oracle_labels/{row_name}{suffix}_seed{seed}"
+                )
+                res, cfg = experiments.stage2_run(
+                    s1, s2, "full", seed, sysu, market, args.runs, progress=False, run_name=run_name
+                )
             finally:
                 selftrain.cluster_and_match = _original
-            m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, args.trials)
+            m = experiments.sysu_row(
+                selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, args.trials
+            )
             diag = {k: res.history[-1].get(k) for k in DIAGNOSTICS}
-            rows.append({"row": row_name, "setting": setting, "epochs": s2.epochs, "seed": seed, "seconds": time.time() - t0, **m, "last_epoch": diag})
-            print(f"{row_name:14s} seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP {100 * m['all_mAP']:5.1f} | last epoch {diag} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+            rows.append(
+                {
+                    "row": row_name,
+                    "setting": setting,
+                    "epochs": s2.epochs,
+                    "seed": seed,
+                    "seconds": time.time() - t0,
+                    **m,
+                    "last_epoch": diag,
+                }
+            )
+            print(
+                f"{row_name:14s} seed {seed}: all R1 {100 * m['all_R1']:5.1f} "
+                f"mAP {100 * m['all_mAP']:5.1f} | last epoch {diag} "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
     summary = []
     for name in args.rows:
         sel = [r for r in rows if r["row"] == name]
-        summary.append({"row": name, "setting": setting, "seeds": [r["seed"] for r in sel], **experiments.mean_std(sel, ("all_R1", "all_mAP", "indoor_mAP"))})
+        summary.append(
+            {
+                "row": name,
+                "setting": setting,
+                "seeds": [r["seed"] for r in sel],
+                **experiments.mean_std(sel, ("all_R1", "all_mAP", "indoor_mAP")),
+            }
+        )
         print(f"{name:14s} all mAP {100 * summary[-1]['all_mAP']:5.1f} ± {100 * summary[-1]['all_mAP_std']:.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

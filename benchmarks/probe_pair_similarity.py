@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from probe_matching import oracle_matching  # benchmarks/ is sys.path[0] when run as a script
 
 from cmamlib import experiments
 from cmamlib.clustering import camera_centre
@@ -39,7 +40,6 @@ from cmamlib.data.records import record_arrays
 from cmamlib.presets import load_config
 from cmamlib.training.loop import extract, fuse
 from cmamlib.training.selftrain import cluster_and_match, pair_accuracy, selftrain_epoch_features
-from probe_matching import oracle_matching  # benchmarks/ is sys.path[0] when run as a script
 
 CUTS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
@@ -58,8 +58,9 @@ def main() -> None:
     true, cams, is_ir = record_arrays(sysu.train.records)
     rows = []
     for seed in args.seeds:
-        res, cfg = experiments.stage2_run(c.stage1, c.stage2, "full", seed, sysu, market, Path(args.runs) / args.preset,
-                                          progress=False)
+        res, cfg = experiments.stage2_run(
+            c.stage1, c.stage2, "full", seed, sysu, market, Path(args.runs) / args.preset, progress=False
+        )
         last = cfg.total_epochs - 1
         f_a, f_b, fused = selftrain_epoch_features(res.model_a, res.model_b, sysu.train.images, cfg, epoch=last)
         el = cluster_and_match(fused, is_ir, cams, cfg, epoch=last)
@@ -70,19 +71,34 @@ def main() -> None:
             k = max(1, int(round(q * len(pairs))))
             acc = pair_accuracy(pairs[:k], el.vis_labels, el.ir_labels, true[~is_ir], true[is_ir])
             cuts.append({"top_fraction": q, "pairs": k, "correct_fraction": acc, "min_similarity": float(sim[k - 1])})
-            print(f"seed {seed}: most similar {q:4.0%} of {len(pairs)} pairs ({k:3d}): {acc:5.1%} right, "
-                  f"similarity >= {sim[k - 1]:.3f}", flush=True)
+            print(
+                f"seed {seed}: most similar {q:4.0%} of {len(pairs)} pairs ({k:3d}): {acc:5.1%} right, "
+                f"similarity >= {sim[k - 1]:.3f}",
+                flush=True,
+            )
         f_a_gray = f_a.clone()
         vis = torch.from_numpy(np.flatnonzero(~is_ir))
-        f_a_gray[vis] = extract(res.model_a, sysu.train.images[vis], fused.device, cfg.eval_batch_size, gray=cfg.gray_mode,
-                                seed=cfg.seed * 1000 + last)
-        sources = {"fused": fused, "A": f_a, "B (gray view)": f_b,
-                   "A with visible gray views, fused with B": fuse([f_a_gray, f_b], cfg.fusion)}
+        f_a_gray[vis] = extract(
+            res.model_a,
+            sysu.train.images[vis],
+            fused.device,
+            cfg.eval_batch_size,
+            gray=cfg.gray_mode,
+            seed=cfg.seed * 1000 + last,
+        )
+        sources = {
+            "fused": fused,
+            "A": f_a,
+            "B (gray view)": f_b,
+            "A with visible gray views, fused with B": fuse([f_a_gray, f_b], cfg.fusion),
+        }
         oracle = {}
         for name, x in sources.items():
             oracle[name] = oracle_matching(camera_centre(x, cams), is_ir, true, cfg)["correct_fraction"]
             print(f"seed {seed}: oracle-cluster matching on {name}: {oracle[name]:.1%} right pairs", flush=True)
-        rows.append({"seed": seed, "epoch": last, "pairs": int(len(pairs)), "cuts": cuts, "oracle_cluster_pairs": oracle})
+        rows.append(
+            {"seed": seed, "epoch": last, "pairs": int(len(pairs)), "cuts": cuts, "oracle_cluster_pairs": oracle}
+        )
     out = Path(args.out or f"reports/probes/pair_similarity_{args.preset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"preset": args.preset, "rows": rows}, indent=1) + "\n")

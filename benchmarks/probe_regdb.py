@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from probe_generator import parse_variant  # benchmarks/ is sys.path[0] when run as a script
 
 from cmamlib import calibration, experiments
 from cmamlib.data import synth
 from cmamlib.evaluation import eval_market, pairwise_distance
 from cmamlib.training.selftrain import SelfTrainConfig
 from cmamlib.training.supervised import SupervisedConfig
-from probe_generator import parse_variant  # benchmarks/ is sys.path[0] when run as a script
 
 #: setting -> change applied to notebook 03's RegDB upper-bound config
 SETTINGS: dict[str, Callable[[SupervisedConfig], SupervisedConfig]] = {
@@ -59,8 +59,10 @@ def within_modality(fn, split: experiments.Split) -> dict:
 def run_settings(root: Path, variant: str, splits: list[int], seed: int, only: list[str] | None) -> list[dict]:
     """One row per setting: the mean over ``splits`` of the RegDB and within-modality metrics."""
     s2 = SelfTrainConfig()  # notebook 03's RegDB upper bound: stage 2's backbone and input size, 6 x 25 steps
-    base = calibration.model_config("visible_infrared", SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size,
-                                                                         epochs=6, iters_per_epoch=25))
+    base = calibration.model_config(
+        "visible_infrared",
+        SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size, epochs=6, iters_per_epoch=25),
+    )
     rows = []
     for name, change in SETTINGS.items():
         if only and name not in only:
@@ -72,15 +74,30 @@ def run_settings(root: Path, variant: str, splits: list[int], seed: int, only: l
             d = experiments.load_regdb(root, i, tuple(cfg.image_size), progress=False)
             model = experiments.supervised_run(cfg, None, None, progress=False, train=d.train)
             fn = functools.cache(experiments.model_features(model))  # one extraction per test set (tensors hash by id)
-            within = {f"{m}_within_{k}": v for m, sp in (("v", d.visible), ("t", d.thermal)) for k, v in within_modality(fn, sp).items()}
+            within = {
+                f"{m}_within_{k}": v
+                for m, sp in (("v", d.visible), ("t", d.thermal))
+                for k, v in within_modality(fn, sp).items()
+            }
             per_split.append({"split": i, **experiments.regdb_row(fn, d), **within})
-        row = {"variant": variant, "setting": name, "seed": seed, "splits": splits, "seconds": round(time.time() - t0, 1),
-               "test_ids": len({r.pid for r in d.visible.records}),
-               **{k: sum(r[k] for r in per_split) / len(per_split) for k in per_split[0] if k != "split"}, "per_split": per_split}
+        row = {
+            "variant": variant,
+            "setting": name,
+            "seed": seed,
+            "splits": splits,
+            "seconds": round(time.time() - t0, 1),
+            "test_ids": len({r.pid for r in d.visible.records}),
+            **{k: sum(r[k] for r in per_split) / len(per_split) for k in per_split[0] if k != "split"},
+            "per_split": per_split,
+        }
         rows.append(row)
-        print(f"{variant} | {name:34s} V->T R1 {100*row['v2t_R1']:5.1f} mAP {100*row['v2t_mAP']:5.1f} | "
-              f"T->V R1 {100*row['t2v_R1']:5.1f} mAP {100*row['t2v_mAP']:5.1f} | within V R1 {100*row['v_within_R1']:5.1f} "
-              f"T R1 {100*row['t_within_R1']:5.1f}  ({row['seconds']:.0f} s)", flush=True)
+        print(
+            f"{variant} | {name:34s} V->T R1 {100 * row['v2t_R1']:5.1f} mAP {100 * row['v2t_mAP']:5.1f} | "
+            f"T->V R1 {100 * row['t2v_R1']:5.1f} mAP {100 * row['t2v_mAP']:5.1f} "
+            f"| within V R1 {100 * row['v_within_R1']:5.1f} "
+            f"T R1 {100 * row['t_within_R1']:5.1f}  ({row['seconds']:.0f} s)",
+            flush=True,
+        )
     return rows
 
 

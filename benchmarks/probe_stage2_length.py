@@ -42,9 +42,13 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["full_sim005", "stage1_rgb_only"])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--set1", dest="sets1", action="append", default=[], metavar="FIELD=VALUE")
-    ap.add_argument("--cluster-features", choices=("fused", "a"), default="fused",
-                    help="what stage 2 clusters and matches: the fused feature (the method) or model A's alone "
-                         "(a probe-only patch of selftrain.selftrain_epoch_features)")
+    ap.add_argument(
+        "--cluster-features",
+        choices=("fused", "a"),
+        default="fused",
+        help="what stage 2 clusters and matches: the fused feature (the method) or model A's alone "
+        "(a probe-only patch of selftrain.selftrain_epoch_features)",
+    )
     ap.add_argument("--out", default="reports/probes/stage2_length.json")
     args = ap.parse_args()
     if args.cluster_features == "a":
@@ -55,8 +59,13 @@ def main() -> None:
     s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)
     if args.cluster_features != "fused":
         shown["cluster_features"] = args.cluster_features
-    setting = ",".join([*(f"stage1.{k}={v}" for k, v in shown1.items()), *(f"{k}={v}" for k, v in shown.items())]) or "default"
-    tag = "".join(f"_{k}-{v}" for k, v in shown.items()).translate(str.maketrans("", "", " []()"))  # eps=[0.6, 0.5] -> eps-0.6,0.5
+    setting = (
+        ",".join([*(f"stage1.{k}={v}" for k, v in shown1.items()), *(f"{k}={v}" for k, v in shown.items())])
+        or "default"
+    )
+    tag = "".join(f"_{k}-{v}" for k, v in shown.items()).translate(
+        str.maketrans("", "", " []()")
+    )  # eps=[0.6, 0.5] -> eps-0.6,0.5
     runs_dir = stage1_runs_dir(Path(args.runs), shown1)
     run_prefix = "" if overrides1 else "probe_stage2_length/"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
@@ -67,24 +76,60 @@ def main() -> None:
             for seed in args.seeds:
                 t0 = time.time()
                 try:
-                    res, cfg = experiments.stage2_run(s1, replace(s2, epochs=epochs), variant, seed, sysu, market, runs_dir,
-                                                      progress=False, run_name=f"{run_prefix}{variant}_e{epochs}{tag}_seed{seed}")
+                    res, cfg = experiments.stage2_run(
+                        s1,
+                        replace(s2, epochs=epochs),
+                        variant,
+                        seed,
+                        sysu,
+                        market,
+                        runs_dir,
+                        progress=False,
+                        run_name=f"{run_prefix}{variant}_e{epochs}{tag}_seed{seed}",
+                    )
                 except RuntimeError as e:  # e.g. too few pseudo identities for a batch: a result, not a crash
-                    rows.append({"variant": variant, "setting": setting, "epochs": epochs, "seed": seed,
-                                 "seconds": time.time() - t0, "stopped": str(e)})
+                    rows.append(
+                        {
+                            "variant": variant,
+                            "setting": setting,
+                            "epochs": epochs,
+                            "seed": seed,
+                            "seconds": time.time() - t0,
+                            "stopped": str(e),
+                        }
+                    )
                     print(f"{variant:16s} {setting} {epochs:3d} epochs seed {seed}: stopped: {e}", flush=True)
                     continue
-                m = experiments.sysu_row(selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10)
+                m = experiments.sysu_row(
+                    selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10
+                )
                 last = res.history[-1]
                 diag = {k: last.get(k) for k in DIAGNOSTICS}
-                row = {"variant": variant, "setting": setting, "epochs": epochs, "seed": seed, "seconds": time.time() - t0,
-                       "all_R1": m["all_R1"], "all_mAP": m["all_mAP"], "indoor_mAP": m["indoor_mAP"], "last_epoch": diag}
+                row = {
+                    "variant": variant,
+                    "setting": setting,
+                    "epochs": epochs,
+                    "seed": seed,
+                    "seconds": time.time() - t0,
+                    "all_R1": m["all_R1"],
+                    "all_mAP": m["all_mAP"],
+                    "indoor_mAP": m["indoor_mAP"],
+                    "last_epoch": diag,
+                }
                 rows.append(row)
-                print(f"{variant:16s} {setting} {epochs:3d} epochs seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP "
-                      f"{100 * m['all_mAP']:5.1f} | last epoch {diag} ({row['seconds']:.0f} s)", flush=True)
+                print(
+                    f"{variant:16s} {setting} {epochs:3d} epochs seed {seed}: all R1 {100 * m['all_R1']:5.1f} mAP "
+                    f"{100 * m['all_mAP']:5.1f} | last epoch {diag} ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "stage1_base": experiments.config_dict(s1), "stage2_base": experiments.config_dict(s2)}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"rows": rows, "stage1_base": experiments.config_dict(s1), "stage2_base": experiments.config_dict(s2)},
+            indent=1,
+        )
+    )
     print("wrote", out)
 
 
@@ -137,7 +182,9 @@ def parse_set(text: str, config_class: type, current: object = None) -> tuple[st
     key, dot, sub = key.partition(".")
     by_name = {f.name: f for f in fields(config_class)}
     if not sep or key not in by_name:
-        raise SystemExit(f"{text!r}: expected FIELD=VALUE with FIELD one of {config_class.__name__}'s {sorted(by_name)}")
+        raise SystemExit(
+            f"{text!r}: expected FIELD=VALUE with FIELD one of {config_class.__name__}'s {sorted(by_name)}"
+        )
     if dot:  # a field of a nested config dataclass, e.g. augment.channel_aug=0.5
         factory = by_name[key].default_factory
         if current is None and (factory is MISSING or not is_dataclass(factory())):

@@ -57,15 +57,32 @@ def main() -> None:
             continue
         cfg = change(calibration.model_config("visible_infrared", SupervisedConfig(seed=args.seed)))
         t0 = time.time()
-        res = calibration.run_calibration(root, seeds=(args.seed,), config=cfg, models=("visible_infrared",),
-                                          trials=10, progress=False, model_configs={"visible_infrared": cfg})
+        res = calibration.run_calibration(
+            root,
+            seeds=(args.seed,),
+            config=cfg,
+            models=("visible_infrared",),
+            trials=10,
+            progress=False,
+            model_configs={"visible_infrared": cfg},
+        )
         by = {r["protocol"]: r for r in res["table"]}
-        row = {"setting": name, "seed": args.seed, "seconds": time.time() - t0, "image_size": list(cfg.image_size),
-               "epochs": cfg.epochs, "gray_mode": cfg.gray_mode, "channel_aug": cfg.augment.channel_aug,
-               **{f"{'all' if 'all' in p else 'indoor'}_{k}": by[p][k]["mean"] for p in by for k in ("R1", "mAP")}}
+        row = {
+            "setting": name,
+            "seed": args.seed,
+            "seconds": time.time() - t0,
+            "image_size": list(cfg.image_size),
+            "epochs": cfg.epochs,
+            "gray_mode": cfg.gray_mode,
+            "channel_aug": cfg.augment.channel_aug,
+            **{f"{'all' if 'all' in p else 'indoor'}_{k}": by[p][k]["mean"] for p in by for k in ("R1", "mAP")},
+        }
         rows.append(row)
-        print(f"{name:30s} all R1 {100 * row['all_R1']:5.1f} mAP {100 * row['all_mAP']:5.1f} | indoor R1 "
-              f"{100 * row['indoor_R1']:5.1f} mAP {100 * row['indoor_mAP']:5.1f}  ({row['seconds']:.0f} s)", flush=True)
+        print(
+            f"{name:30s} all R1 {100 * row['all_R1']:5.1f} mAP {100 * row['all_mAP']:5.1f} | indoor R1 "
+            f"{100 * row['indoor_R1']:5.1f} mAP {100 * row['indoor_mAP']:5.1f}  ({row['seconds']:.0f} s)",
+            flush=True,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=1))
     print("wrote", out)

@@ -3,7 +3,7 @@
 Stage 1, CMAM (cross-modality asymmetric mutual learning) on unlabeled visible-only
 source images; stage 2, self-training on the unlabeled visible + infrared target with
 per-modality clustering and bipartite (Hungarian) cross-modality pseudo labels.
-See ``../shared/METHOD.md`` and the README.
+See ``docs/method.md`` and the README.
 """
 
 __version__ = "0.1.0"

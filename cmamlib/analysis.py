@@ -22,7 +22,9 @@ from .data.records import Record
 from .data.transforms import gray_view, pil_to_uint8, to_float
 
 
-def _view_pixels(records: Sequence[Record], mode: str, rng: np.random.Generator, max_images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _view_pixels(
+    records: Sequence[Record], mode: str, rng: np.random.Generator, max_images: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pick = rng.choice(len(records), min(max_images, len(records)), replace=False)
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     pix, means, stds = [], [], []
@@ -84,7 +86,9 @@ def intensity_statistics(
             raise ValueError(f"reference {reference!r} is not one of the groups {list(groups)}")
         ref = out[reference]["sample"].astype(np.float64)
         for name in out:
-            out[name]["wasserstein_to_reference"] = float(wasserstein_distance(out[name]["sample"].astype(np.float64), ref))
+            out[name]["wasserstein_to_reference"] = float(
+                wasserstein_distance(out[name]["sample"].astype(np.float64), ref)
+            )
     return out
 
 
@@ -109,7 +113,9 @@ def _modality_mask(modality, n: int) -> np.ndarray:
             raise ValueError(f"modality values {bad[:5]} are not 'visible' / 'infrared'")
         is_ir = np.array([_MODALITY_NAMES[str(v)] for v in m], dtype=bool)
     else:
-        raise ValueError(f"modality must be a bool array (True = infrared) or 'visible'/'infrared' strings, got dtype {m.dtype}")
+        raise ValueError(
+            f"modality must be a bool array (True = infrared) or 'visible'/'infrared' strings, got dtype {m.dtype}"
+        )
     if is_ir.all() or not is_ir.any():
         raise ValueError(f"modality has a single modality ({int(is_ir.sum())} infrared of {n}); need both")
     return is_ir
@@ -253,7 +259,10 @@ def linear_probe_modality(
     is_ir = _modality_mask(modality, len(x))
     k = min(int(folds), int(is_ir.sum()), int((~is_ir).sum()))
     if k < 2:
-        raise ValueError(f"linear_probe_modality: need at least 2 rows of each modality, got {int(is_ir.sum())} infrared and {int((~is_ir).sum())} visible")
+        raise ValueError(
+            "linear_probe_modality: need at least 2 rows of each modality, "
+            f"got {int(is_ir.sum())} infrared and {int((~is_ir).sum())} visible"
+        )
     y = is_ir.astype(int)
     bal, acc = [], []
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
@@ -312,7 +321,9 @@ def silhouettes(
     }
 
 
-def modality_gap(features: np.ndarray | torch.Tensor, modality: np.ndarray, pids: np.ndarray, seed: int = 0) -> dict[str, float]:
+def modality_gap(
+    features: np.ndarray | torch.Tensor, modality: np.ndarray, pids: np.ndarray, seed: int = 0
+) -> dict[str, float]:
     """All modality-gap metrics of one feature set (the notebook-04 table row).
 
     Args:
@@ -329,7 +340,12 @@ def modality_gap(features: np.ndarray | torch.Tensor, modality: np.ndarray, pids
     x = _features(features)
     is_ir = _modality_mask(modality, len(x))
     p = _ids(pids, len(x))
-    out: dict[str, float] = {"n": int(len(x)), "n_visible": int((~is_ir).sum()), "n_infrared": int(is_ir.sum()), "n_ids": int(len(np.unique(p)))}
+    out: dict[str, float] = {
+        "n": int(len(x)),
+        "n_visible": int((~is_ir).sum()),
+        "n_infrared": int(is_ir.sum()),
+        "n_ids": int(len(np.unique(p))),
+    }
     out.update(centroid_gap(x, is_ir))
     out.update(cross_modality_nn_accuracy(x, is_ir, p))
     out.update(linear_probe_modality(x, is_ir, seed=seed))
@@ -472,11 +488,19 @@ def compare_clusterings(
     """
     from .clustering import camera_centre, cluster_dbscan, cluster_hdbscan, jaccard_distance, label_quality
 
-    for name, v in (("k1", k1), ("k2", k2), ("eps", eps), ("min_samples", min_samples), ("min_cluster_size", min_cluster_size)):
+    for name, v in (
+        ("k1", k1),
+        ("k2", k2),
+        ("eps", eps),
+        ("min_samples", min_samples),
+        ("min_cluster_size", min_cluster_size),
+    ):
         if isinstance(v, (list, tuple, np.ndarray)):
-            raise ValueError(f"compare_clusterings: {name}={v!r}: one clustering of both modalities takes one value; "
-                             f"for a per-modality (visible, infrared) SelfTrainConfig pair pass one modality's value, "
-                             f"e.g. SelfTrainConfig.dbscan_params('visible')")
+            raise ValueError(
+                f"compare_clusterings: {name}={v!r}: one clustering of both modalities takes one value; "
+                f"for a per-modality (visible, infrared) SelfTrainConfig pair pass one modality's value, "
+                f"e.g. SelfTrainConfig.dbscan_params('visible')"
+            )
     x = _features(features)
     p = _ids(pids, len(x))
     is_ir = None if modality is None else _modality_mask(modality, len(x))

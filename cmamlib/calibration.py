@@ -132,7 +132,11 @@ def run_calibration(
         imgs = train_img[torch.as_tensor(keep)]
         ts = time.time()
         for seed in seeds:
-            path = None if runs_dir is None else Path(runs_dir) / "calibration" / f"{name}_{size[0]}x{size[1]}_seed{seed}" / "model.pt"
+            path = (
+                None
+                if runs_dir is None
+                else Path(runs_dir) / "calibration" / f"{name}_{size[0]}x{size[1]}_seed{seed}" / "model.pt"
+            )
             res = run_supervised_cached(replace(mcfg, seed=seed), recs, imgs, path, progress=progress)
             qf = extract_features(res.model, iterate_batches(q_img, 256), progress=False)
             row: dict = {"seed": seed, "train_seconds": res.seconds, "train_images_per_second": res.images_per_second}
@@ -154,7 +158,13 @@ def run_calibration(
             v = np.array([r[proto][k] for r in rows])
             stats[k] = {"mean": float(v.mean()), "std": float(v.std()), "values": v.tolist()}
         summary[name] = stats
-        table.append({"model": MODELS[name], "protocol": "IR->IR other camera" if name == "ir_only" else "SYSU all-search IR->V", **stats})
+        table.append(
+            {
+                "model": MODELS[name],
+                "protocol": "IR->IR other camera" if name == "ir_only" else "SYSU all-search IR->V",
+                **stats,
+            }
+        )
         if name != "ir_only":
             st = {}
             for k in ("R1", "mAP"):
@@ -163,7 +173,12 @@ def run_calibration(
             table.append({"model": MODELS[name], "protocol": "SYSU indoor-search IR->V", **st})
     checks = calibration_checks(summary)
     for row in table:
-        for key, label in (("ir_only", "(a)"), ("visible_only", "(b)"), ("visible_gray", "(c)"), ("visible_infrared", "(d)")):
+        for key, label in (
+            ("ir_only", "(a)"),
+            ("visible_only", "(b)"),
+            ("visible_gray", "(c)"),
+            ("visible_infrared", "(d)"),
+        ):
             if row["model"] == MODELS[key] and row["protocol"] != "SYSU indoor-search IR->V" and label[1] in checks:
                 row["check"] = f"{label} {'pass' if checks[label[1]]['pass'] else 'FAIL'}: {checks[label[1]]['rule']}"
     return {
@@ -186,7 +201,11 @@ def calibration_checks(summary: dict) -> dict:
     if "ir_only" in summary:
         out["a"] = {"rule": "IR->IR R1 >= 0.80", "value": m("ir_only", "R1"), "pass": m("ir_only", "R1") >= 0.80}
     if "visible_infrared" in summary:
-        out["d"] = {"rule": "all-search R1 >= 0.70", "value": m("visible_infrared", "R1"), "pass": m("visible_infrared", "R1") >= 0.70}
+        out["d"] = {
+            "rule": "all-search R1 >= 0.70",
+            "value": m("visible_infrared", "R1"),
+            "pass": m("visible_infrared", "R1") >= 0.70,
+        }
         if "visible_only" in summary:
             b, d = m("visible_only", "mAP"), m("visible_infrared", "mAP")
             out["b"] = {"rule": "mAP(b) <= mAP(d) / 2", "value": b, "limit": d / 2, "pass": b <= d / 2}

@@ -145,9 +145,7 @@ class CheckReport:
             "images": self.images,
             "rows": [{"split": s, **c} for s, c in self.rows],
             "published": self.published,
-            "differences": [
-                {"split": s, "column": c, "found": f, "published": p} for s, c, f, p in self.differences
-            ],
+            "differences": [{"split": s, "column": c, "found": f, "published": p} for s, c, f, p in self.differences],
             "problems": [{"path": p, "message": m} for p, m in self.problems],
             "fatal": self.fatal,
             "notes": self.notes,
@@ -159,8 +157,11 @@ def _counts(records: Sequence) -> dict:
 
     s = summarize(records)
     known = any(r.pid != UNKNOWN_PID for r in records)
-    return {"ids": s["ids"] if known or not records else None, "visible": s["visible_images"],
-            "infrared": s["infrared_images"]}
+    return {
+        "ids": s["ids"] if known or not records else None,
+        "visible": s["visible_images"],
+        "infrared": s["infrared_images"],
+    }
 
 
 def _list_splits(csv_path: str) -> list[str] | None:
@@ -192,8 +193,13 @@ def _read_splits(dataset: str, root: str, problems: list) -> list[tuple[str, lis
         return [(s, R.read_market1501(root, s, problems=problems)) for s in ("train", "query", "gallery")]
     if dataset == "msmt17":
         parts = {s: R.read_msmt17(root, s, problems=problems) for s in ("train", "val", "query", "gallery")}
-        return [("train", parts["train"]), ("val", parts["val"]), ("train+val", parts["train"] + parts["val"]),
-                ("query", parts["query"]), ("gallery", parts["gallery"])]
+        return [
+            ("train", parts["train"]),
+            ("val", parts["val"]),
+            ("train+val", parts["train"] + parts["val"]),
+            ("query", parts["query"]),
+            ("gallery", parts["gallery"]),
+        ]
     if dataset == "regdb":
         out, union = [], {}
         for trial in range(1, 11):
@@ -223,8 +229,13 @@ def _sysu_names(root: str, problems: list) -> None:
                 continue
             if not (e.is_dir() and _SYSU_ID_FOLDER.match(e.name)):
                 kind = "folder" if e.is_dir() else "file"
-                problems.append((e.path, f"SYSU-MM01: {e.path}: expected only 4-digit id folders (e.g. 0001) "
-                                         f"in {cam_dir}, found a {kind} {e.name!r}"))
+                problems.append(
+                    (
+                        e.path,
+                        f"SYSU-MM01: {e.path}: expected only 4-digit id folders (e.g. 0001) "
+                        f"in {cam_dir}, found a {kind} {e.name!r}",
+                    )
+                )
                 continue
             with os.scandir(e.path) as it2:
                 for f in sorted(it2, key=lambda x: x.name):
@@ -232,8 +243,12 @@ def _sysu_names(root: str, problems: list) -> None:
                     if f.name.startswith(".") or not low.endswith((".jpg", ".jpeg", ".png", ".bmp")):
                         continue  # non-image entries are reported by the reader
                     if not _SYSU_NAME.match(f.name):
-                        problems.append((f.path, f"SYSU-MM01: {f.path}: expected a file name NNNN.jpg "
-                                                 f"(e.g. 0001.jpg), got {f.name!r}"))
+                        problems.append(
+                            (
+                                f.path,
+                                f"SYSU-MM01: {f.path}: expected a file name NNNN.jpg (e.g. 0001.jpg), got {f.name!r}",
+                            )
+                        )
 
 
 def _sysu_official(root: str, records: Sequence, report: CheckReport) -> None:
@@ -260,8 +275,13 @@ def _sysu_official(root: str, records: Sequence, report: CheckReport) -> None:
         n_perm = split.rand_perm[(cam, pid)].shape[1] if (cam, pid) in split.rand_perm else 0
         if n_perm != sizes.get((cam, pid), 0):
             folder = os.path.join(root, f"cam{cam}", f"{pid:04d}")
-            report.problems.append((folder, f"{paths[0]}: rand_perm_cam{{{cam}}}{{{pid}}} permutes {n_perm} "
-                                            f"images, {folder} holds {sizes.get((cam, pid), 0)}"))
+            report.problems.append(
+                (
+                    folder,
+                    f"{paths[0]}: rand_perm_cam{{{cam}}}{{{pid}}} permutes {n_perm} "
+                    f"images, {folder} holds {sizes.get((cam, pid), 0)}",
+                )
+            )
     with_images = len(set(split.test_ids) & {r.pid for r in records})
     report.notes.append(
         f"official-protocol files present ({', '.join(SYSU_OFFICIAL_FILES)}): {len(split.test_ids)} "
@@ -346,7 +366,9 @@ def format_report(report: CheckReport, strict: bool = False) -> str:
             body.append(cells)
         widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         for r in [head] + body:
-            lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))))
+            lines.append(
+                "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+            )
         lines.append(f"{report.images:,} images decoded; ids count identities, visible/infrared count images.")
         if report.dataset in FOOTNOTES:
             lines.append(f"({FOOTNOTES[report.dataset]})")
@@ -368,8 +390,9 @@ def format_report(report: CheckReport, strict: bool = False) -> str:
         if len(report.problems) > MAX_LISTED:
             lines.append(f"  ... and {len(report.problems) - MAX_LISTED} more")
     status = "FAILED" if not report.ok or (strict and report.differences) else "OK"
-    lines.append(f"{status}: {'readable' if report.ok else 'not readable'}"
-                 f"{', counts differ' if report.differences else ''}")
+    lines.append(
+        f"{status}: {'readable' if report.ok else 'not readable'}{', counts differ' if report.differences else ''}"
+    )
     return "\n".join(lines)
 
 
@@ -404,7 +427,9 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", type=_dataset_arg, metavar="DATASET", help=", ".join(CHECK_DATASETS))
     p.add_argument("root", metavar="ROOT", help="the dataset folder (the CSV/TSV file for 'list')")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default min(16, 2 x cores))")
-    p.add_argument("--strict", action="store_true", help="also fail (exit 1) when a count differs from the published one")
+    p.add_argument(
+        "--strict", action="store_true", help="also fail (exit 1) when a count differs from the published one"
+    )
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_check_data)
@@ -452,24 +477,33 @@ def _run_train(args: argparse.Namespace) -> int:
     main_rank = dist.is_main()
     if main_rank:
         sync = " (sync_bn)" if stage_cfg.sync_bn and dist.world_size() > 1 else ""
-        print(f"train {args.stage}: config {cfg.preset}, {dist.world_size()} process(es){sync}, "
-              f"global batch {stage_cfg.batch_size}, run folder {args.out}", flush=True)
+        print(
+            f"train {args.stage}: config {cfg.preset}, {dist.world_size()} process(es){sync}, "
+            f"global batch {stage_cfg.batch_size}, run folder {args.out}",
+            flush=True,
+        )
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
         res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())
     except (RunDirError, DatasetError, FileNotFoundError, CheckpointError, UnsafeCheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)
+    except (
+        ValueError
+    ) as e:  # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         dist.cleanup()
     if main_rank:
         last = res.history[-1] if res.history else {}
-        losses = ", ".join(f"{k[5:]} {v:.3f}" for k, v in last.items() if k.startswith("loss_") and isinstance(v, float))
-        print(f"{args.stage} finished: {len(res.history)} epochs in {args.out} ({res.seconds:.1f} s this call, "
-              f"{res.images_per_second:.1f} training images/s); last epoch: {losses}")
+        losses = ", ".join(
+            f"{k[5:]} {v:.3f}" for k, v in last.items() if k.startswith("loss_") and isinstance(v, float)
+        )
+        print(
+            f"{args.stage} finished: {len(res.history)} epochs in {args.out} ({res.seconds:.1f} s this call, "
+            f"{res.images_per_second:.1f} training images/s); last epoch: {losses}"
+        )
     return 0
 
 
@@ -484,12 +518,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog="presets:\n" + _list_presets_safe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("stage", nargs="?", choices=("stage1", "stage2"), help="stage1 (CMAM on the source) or stage2 (self-training on the target)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. stage1.epochs=10 init_from=runs/s1")
+    p.add_argument(
+        "stage",
+        nargs="?",
+        choices=("stage1", "stage2"),
+        help="stage1 (CMAM on the source) or stage2 (self-training on the target)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. stage1.epochs=10 init_from=runs/s1"
+    )
     p.add_argument("--config", "-c", metavar="NAME_OR_PATH", help="a preset name (--list-presets) or a YAML file")
-    p.add_argument("--out", "-o", metavar="RUN_DIR", help="run folder (config.yaml, checkpoint.pt, log.jsonl, metrics.json)")
-    p.add_argument("--data-root", default=os.environ.get("CMAMLIB_DATA", "data"), metavar="DIR",
-                   help="folder holding the datasets (default: $CMAMLIB_DATA or ./data)")
+    p.add_argument(
+        "--out", "-o", metavar="RUN_DIR", help="run folder (config.yaml, checkpoint.pt, log.jsonl, metrics.json)"
+    )
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("CMAMLIB_DATA", "data"),
+        metavar="DIR",
+        help="folder holding the datasets (default: $CMAMLIB_DATA or ./data)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.set_defaults(func=_run_train)
@@ -509,7 +556,9 @@ def _fmt_results(results: dict) -> str:
     lines = [f"{'protocol':<34} {'R1':>6} {'R10':>6} {'R20':>6} {'mAP':>6} {'mINP':>6}"]
     for k, r in results.items():
         m = r["mean"]
-        lines.append(f"{r['protocol']:<34} " + " ".join(f"{100 * m[x]:6.2f}" for x in ("R1", "R10", "R20", "mAP", "mINP")))
+        lines.append(
+            f"{r['protocol']:<34} " + " ".join(f"{100 * m[x]:6.2f}" for x in ("R1", "R10", "R20", "mAP", "mINP"))
+        )
     return "\n".join(lines)
 
 
@@ -528,15 +577,25 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         run.model_a.to(device)
         if run.model_b is not None:
             run.model_b.to(device)
-        res = evaluate_run(run, args.dataset, args.root, protocol=args.protocol, trials=args.trials, trial=args.trial,
-                           batch_size=args.batch_size, progress=not args.no_progress)
+        res = evaluate_run(
+            run,
+            args.dataset,
+            args.root,
+            protocol=args.protocol,
+            trials=args.trials,
+            trial=args.trial,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
     except (RunDirError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = args.name or f"eval_{run.run_dir.name}_{res['dataset']}" + ("_official" if args.protocol == "official" else "")
+    name = args.name or f"eval_{run.run_dir.name}_{res['dataset']}" + (
+        "_official" if args.protocol == "official" else ""
+    )
     payload = {
         "checkpoint": str(run.path.resolve()),
         "stage": run.stage,
@@ -566,14 +625,28 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "a dataset's test set with the standard protocol, and write the report JSON (the notebooks' format) "
         "with the run's config.yaml beside it.",
     )
-    p.add_argument("--dataset", "-d", required=True, type=_eval_dataset_arg, metavar="D",
-                   help="sysu-mm01, regdb, llcm, sysu-mm02, market1501, msmt17")
+    p.add_argument(
+        "--dataset",
+        "-d",
+        required=True,
+        type=_eval_dataset_arg,
+        metavar="D",
+        help="sysu-mm01, regdb, llcm, sysu-mm02, market1501, msmt17",
+    )
     p.add_argument("--root", "-r", required=True, metavar="R", help="the dataset folder")
-    p.add_argument("--checkpoint", required=True, metavar="C", help="a run folder (--out of train) or its checkpoint.pt")
-    p.add_argument("--protocol", choices=("baseline", "official"), default="baseline",
-                   help="SYSU-MM01 only: seeded-random galleries (baseline, default) or exp/rand_perm_cam.mat (official)")
+    p.add_argument(
+        "--checkpoint", required=True, metavar="C", help="a run folder (--out of train) or its checkpoint.pt"
+    )
+    p.add_argument(
+        "--protocol",
+        choices=("baseline", "official"),
+        default="baseline",
+        help="SYSU-MM01 only: seeded-random galleries (baseline, default) or exp/rand_perm_cam.mat (official)",
+    )
     p.add_argument("--trials", type=int, default=10, help="gallery trials (SYSU-MM01, LLCM; default 10)")
-    p.add_argument("--trial", type=int, default=None, help="RegDB split 1..10 (default: the run's data.regdb_trial, else 1)")
+    p.add_argument(
+        "--trial", type=int, default=None, help="RegDB split 1..10 (default: the run's data.regdb_trial, else 1)"
+    )
     p.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default ./reports)")
     p.add_argument("--name", default=None, help="report name (default eval_<run folder>_<dataset>[_official])")
     p.add_argument("--device", default=None, help="device (default: the run's)")

@@ -32,7 +32,6 @@ are broken in another order.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -347,7 +346,9 @@ if numba is not None:
                 out[r, j] = d if d > 0.0 else 0.0
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _nb_overlap_touch(indptr, indices, data, cptr, crow, cval, start, stop, acc, touched, ntouch, nkeep):  # pragma: no cover
+    def _nb_overlap_touch(
+        indptr, indices, data, cptr, crow, cval, start, stop, acc, touched, ntouch, nkeep
+    ):  # pragma: no cover
         """Sparse variant: accumulate into acc rows, list the touched columns, count
         the entries whose float32 distance is below 1."""
         for r in numba.prange(stop - start):
@@ -553,7 +554,9 @@ def jaccard_distance_sparse(
             b = e - s
             ntouch = np.empty(b, dtype=np.int64)
             nkeep = np.empty(b, dtype=np.int64)
-            _nb_overlap_touch(v.indptr, v.indices, v.data, vc.indptr, vc.indices, vc.data, s, e, acc, touched, ntouch, nkeep)
+            _nb_overlap_touch(
+                v.indptr, v.indices, v.data, vc.indptr, vc.indices, vc.data, s, e, acc, touched, ntouch, nkeep
+            )
             offsets = np.concatenate([[0], np.cumsum(nkeep)[:-1]])
             cols = np.empty(int(nkeep.sum()), dtype=np.int32)
             vals = np.empty(len(cols), dtype=np.float32)

@@ -51,7 +51,6 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = [
     "NaiveSyncBatchNorm",
@@ -441,7 +440,11 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
             new = NaiveSyncBatchNorm(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
             if m.affine:
                 new.weight, new.bias = m.weight, m.bias
-            new.running_mean, new.running_var, new.num_batches_tracked = m.running_mean, m.running_var, m.num_batches_tracked
+            new.running_mean, new.running_var, new.num_batches_tracked = (
+                m.running_mean,
+                m.running_var,
+                m.num_batches_tracked,
+            )
             new.train(m.training)
             return new
         for name, child in list(m.named_children()):

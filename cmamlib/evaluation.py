@@ -20,7 +20,7 @@ TPAMI 2021) is ``#positives / rank of the last positive``.
 
 On top of them, feature-level helpers build the protocol galleries from
 :class:`~cmamlib.data.records.Record` lists and average over trials:
-:func:`sysu_gallery_indices` (PROTOCOLS.md: ``random.seed(trial)``, one
+:func:`sysu_gallery_indices` (docs/protocols.md: ``random.seed(trial)``, one
 ``random.choice`` per test identity and gallery camera from the path-sorted file
 list), :func:`evaluate_sysu` (all-search and indoor, 10 trials),
 :func:`evaluate_regdb` (the 10 splits, both directions) and :func:`evaluate_llcm`.
@@ -73,7 +73,7 @@ __all__ = [
     "sysu_official_gallery_indices",
 ]
 
-#: The two SYSU-MM01 protocols of :func:`evaluate_sysu` (PROTOCOLS.md).
+#: The two SYSU-MM01 protocols of :func:`evaluate_sysu` (docs/protocols.md).
 SYSU_PROTOCOLS: tuple[str, ...] = ("baseline", "official")
 
 #: Visible gallery cameras of the SYSU-MM01 search modes (1-based camera ids).
@@ -262,7 +262,9 @@ def _rank_metrics(
 
     if len(tied_rows):
         sub_removed = removed[tied_rows] if removed is not None else None
-        n2, ap2, inp2, id2 = _per_query_argsort(distmat[tied_rows], q_pids[tied_rows], g_pids, sub_removed, unique_id_cmc)
+        n2, ap2, inp2, id2 = _per_query_argsort(
+            distmat[tied_rows], q_pids[tied_rows], g_pids, sub_removed, unique_id_cmc
+        )
         ap[tied_rows], inp[tied_rows], id_rank[tied_rows] = ap2, inp2, id2
 
     id_rank = id_rank[valid]
@@ -279,7 +281,7 @@ def eval_sysu(
     g_camids: np.ndarray,
     max_rank: int = 20,
 ) -> tuple[np.ndarray, float, float]:
-    """SYSU-MM01 evaluation (PROTOCOLS.md; Cross-Modal-Re-ID-baseline ``eval_sysu``).
+    """SYSU-MM01 evaluation (docs/protocols.md; Cross-Modal-Re-ID-baseline ``eval_sysu``).
 
     Args:
         distmat: (Q, G) float, smaller = more similar; ranked with ``np.argsort``.
@@ -530,7 +532,7 @@ def sysu_gallery_indices(
     trial: int = 0,
     shot: int = 1,
 ) -> list[int]:
-    """SYSU-MM01 gallery of one trial (PROTOCOLS.md, seeded-random baseline protocol).
+    """SYSU-MM01 gallery of one trial (docs/protocols.md, seeded-random baseline protocol).
 
     Args:
         gallery_candidate_records: every visible test image (cams 1, 2, 4, 5, 1-based
@@ -706,7 +708,9 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary: mean, std, per-trial rows, mean CMC curve."""
-        cmc_mean = np.mean(np.asarray(self.cmc), axis=0).tolist() if self.cmc and len({len(c) for c in self.cmc}) == 1 else []
+        cmc_mean = (
+            np.mean(np.asarray(self.cmc), axis=0).tolist() if self.cmc and len({len(c) for c in self.cmc}) == 1 else []
+        )
         return {
             "protocol": self.protocol,
             "num_trials": self.num_trials,
@@ -773,7 +777,7 @@ def evaluate_sysu(
         shot: 1 (single-shot) or 10 (multi-shot).
         max_rank: CMC length.
         normalize: L2-normalise features before computing distances.
-        protocol: ``"baseline"`` or ``"official"`` (PROTOCOLS.md).
+        protocol: ``"baseline"`` or ``"official"`` (docs/protocols.md).
         root: official protocol only: the SYSU-MM01 folder holding ``exp/*.mat`` (or an
             already read :class:`~cmamlib.data.readers.SysuOfficialSplit`); default: the
             root the gallery records were read from (``ROOT/camC/PPPP/file``).
@@ -816,8 +820,13 @@ def evaluate_sysu(
             info = {"protocol": "baseline", "shot": int(shot), "num_query": len(query_records), "metric": "neg_dot"}
             res = EvalResult(f"sysu/{mode}", info=info)
         else:
-            info = {"protocol": "official", "shot": int(shot), "num_query": len(query_records), "metric": "euclidean",
-                    "files": [os.path.join(split.root, *f.split("/")) for f in SYSU_OFFICIAL_FILES]}
+            info = {
+                "protocol": "official",
+                "shot": int(shot),
+                "num_query": len(query_records),
+                "metric": "euclidean",
+                "files": [os.path.join(split.root, *f.split("/")) for f in SYSU_OFFICIAL_FILES],
+            }
             res = EvalResult(f"sysu-official/{mode}", info=info)
         for t in range(trials):
             if split is None:
@@ -825,7 +834,10 @@ def evaluate_sysu(
             else:
                 idx = np.asarray(sysu_official_gallery_indices(gallery_records, split, mode, t, shot), dtype=np.int64)
             if len(idx) == 0:
-                raise ValueError(f"empty SYSU gallery for mode {mode!r}, trial {t}: no candidate in cameras {SYSU_GALLERY_CAMERAS[mode]}")
+                raise ValueError(
+                    f"empty SYSU gallery for mode {mode!r}, trial {t}: no "
+                    f"candidate in cameras {SYSU_GALLERY_CAMERAS[mode]}"
+                )
             if split is None:
                 dist = pairwise_distance(q, g[idx], normalize=normalize)
                 res.add_trial(*eval_sysu(dist, q_pids, g_pids[idx], q_cams, g_cams[idx], max_rank=max_rank))
@@ -905,6 +917,7 @@ def evaluate_regdb(
     Returns:
         ``{direction: EvalResult}``, one trial per split.
     """
+
     def as_splits(feats, records):
         if isinstance(feats, (np.ndarray, torch.Tensor)):
             return [feats], [records]
@@ -945,7 +958,7 @@ def evaluate_sysu_mm02(
     max_rank: int = 20,
     normalize: bool = True,
 ) -> dict[str, EvalResult]:
-    """SYSU-MM02 evaluation (PROTOCOLS.md): query ``test_rgb.txt`` -> gallery
+    """SYSU-MM02 evaluation (docs/protocols.md): query ``test_rgb.txt`` -> gallery
     ``test_ir.txt`` first, then the reverse; the whole other list is the gallery,
     standard CMC with nothing removed (:func:`eval_regdb`), one trial.
 
@@ -969,7 +982,13 @@ def evaluate_sysu_mm02(
     dist = pairwise_distance(visible_feats, infrared_feats, normalize=normalize)  # (Nv, Ni)
     out = {}
     for d in directions:
-        res = EvalResult(f"sysu-mm02/{d}", info={"metric": "neg_dot", "num_query": len(visible_records if d.startswith("visible") else infrared_records)})
+        res = EvalResult(
+            f"sysu-mm02/{d}",
+            info={
+                "metric": "neg_dot",
+                "num_query": len(visible_records if d.startswith("visible") else infrared_records),
+            },
+        )
         if d == "visible_to_infrared":
             res.add_trial(*eval_regdb(dist, v_pids, i_pids, max_rank=max_rank))
         else:

@@ -138,7 +138,9 @@ def mean_std(rows: Sequence[dict], keys: Sequence[str]) -> dict:
 def sysu_row(fn: FeatureFn, sysu: SysuData, trials: int) -> dict:
     """``{all_R1, ..., indoor_mINP}`` means over the SYSU trials of a feature function."""
     res = brief(evaluate_sysu_fn(fn, sysu, trials))
-    return {f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "R20", "mAP", "mINP")}
+    return {
+        f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "R20", "mAP", "mINP")
+    }
 
 
 def stage1_metrics(model: nn.Module, sysu: SysuData, market: MarketData | None, trials: int) -> dict:
@@ -162,7 +164,9 @@ def stage1_run(base, variant: str, seed: int, market: MarketData, runs_dir: str 
 
     cfg = replace(variant_config(base, variant), seed=seed)
     run_dir = None if runs_dir is None else Path(runs_dir) / "stage1" / f"{variant}_seed{seed}"
-    return run_cmam(cfg, market.train.records, market.train.images, run_dir=run_dir, resume=run_dir is not None, progress=progress)
+    return run_cmam(
+        cfg, market.train.records, market.train.images, run_dir=run_dir, resume=run_dir is not None, progress=progress
+    )
 
 
 STAGE1_KEYS = ("all_R1", "all_mAP", "all_mINP", "indoor_R1", "indoor_mAP", "source_mAP")
@@ -191,7 +195,6 @@ def stage1_experiment(
         "histories": {variant: [per-epoch rows of the first seed]}, "seconds": {...}}``.
     """
     import time
-    from dataclasses import replace
 
     from .models import build_model
     from .utils import seed_everything
@@ -211,11 +214,20 @@ def stage1_experiment(
         t0 = time.time()
         for s in seeds:
             res = stage1_run(base, name, s, market, runs_dir, progress)
-            rows.append({"seed": s, "train_images_per_second": res.images_per_second, **stage1_metrics(res.model_rg, sysu, market, trials)})
+            rows.append(
+                {
+                    "seed": s,
+                    "train_images_per_second": res.images_per_second,
+                    **stage1_metrics(res.model_rg, sysu, market, trials),
+                }
+            )
             histories.setdefault(name, res.history)
         per_seed[name] = rows
         seconds[name] = time.time() - t0
-    table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE1_KEYS)} for name, rows in per_seed.items()]
+    table = [
+        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE1_KEYS)}
+        for name, rows in per_seed.items()
+    ]
     return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
 
 
@@ -245,7 +257,18 @@ STAGE2_VARIANTS: dict[str, tuple[str | None, dict]] = {
     "one_model": ("cmam", {"two_models": False}),
 }
 
-STAGE2_KEYS = ("all_R1", "all_R10", "all_R20", "all_mAP", "all_mINP", "indoor_R1", "indoor_R10", "indoor_R20", "indoor_mAP", "indoor_mINP")
+STAGE2_KEYS = (
+    "all_R1",
+    "all_R10",
+    "all_R20",
+    "all_mAP",
+    "all_mINP",
+    "indoor_R1",
+    "indoor_R10",
+    "indoor_R20",
+    "indoor_mAP",
+    "indoor_mINP",
+)
 
 
 def stage2_experiment(
@@ -282,8 +305,10 @@ def stage2_experiment(
     from .training.selftrain import selftrain_features
 
     if supervised_base is not None and tuple(supervised_base.image_size) != tuple(stage2_base.image_size):
-        raise ValueError(f"supervised_base.image_size {tuple(supervised_base.image_size)}: expected the stage-2 "
-                         f"input size {tuple(stage2_base.image_size)} (the upper bound must see the same images)")
+        raise ValueError(
+            f"supervised_base.image_size {tuple(supervised_base.image_size)}: expected the stage-2 "
+            f"input size {tuple(stage2_base.image_size)} (the upper bound must see the same images)"
+        )
     per_seed: dict[str, list[dict]] = {}
     histories: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
@@ -311,7 +336,10 @@ def stage2_experiment(
             rows.append({"seed": s, **sysu_row(model_features(model), sysu, trials)})
         per_seed["supervised"] = rows
         seconds["supervised"] = time.time() - t0
-    table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE2_KEYS)} for name, rows in per_seed.items()]
+    table = [
+        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE2_KEYS)}
+        for name, rows in per_seed.items()
+    ]
     return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
 
 
@@ -320,9 +348,18 @@ def stage2_experiment(
 # --------------------------------------------------------------------------------------
 
 
-def stage2_run(stage1_base, stage2_base, variant: str, seed: int, sysu: SysuData | None, market: MarketData,
-               runs_dir: str | Path | None, progress: bool = True, train: Split | None = None,
-               run_name: str | None = None):
+def stage2_run(
+    stage1_base,
+    stage2_base,
+    variant: str,
+    seed: int,
+    sysu: SysuData | None,
+    market: MarketData,
+    runs_dir: str | Path | None,
+    progress: bool = True,
+    train: Split | None = None,
+    run_name: str | None = None,
+):
     """One stage-2 run of ``variant`` (:data:`STAGE2_VARIANTS`) with ``seed``, exactly as
     :func:`stage2_experiment` trains it (stage 1 from ``runs_dir/stage1`` first), in
     ``runs_dir/stage2/<variant>_seed<seed>/`` (resumed: a complete run is loaded).
@@ -348,13 +385,26 @@ def stage2_run(stage1_base, stage2_base, variant: str, seed: int, sysu: SysuData
     cfg = replace(stage2_base, seed=seed, **overrides)
     run_dir = None if runs_dir is None else Path(runs_dir) / (run_name or f"stage2/{variant}_seed{seed}")
     target = train if train is not None else sysu.train
-    res = run_selftrain(cfg, target.records, target.images, init_models=init, run_dir=run_dir,
-                        resume=run_dir is not None, progress=progress)
+    res = run_selftrain(
+        cfg,
+        target.records,
+        target.images,
+        init_models=init,
+        run_dir=run_dir,
+        resume=run_dir is not None,
+        progress=progress,
+    )
     return res, cfg
 
 
-def supervised_run(config, sysu: SysuData | None, runs_dir: str | Path | None, name: str = "visible_infrared",
-                   progress: bool = True, train: Split | None = None) -> nn.Module:
+def supervised_run(
+    config,
+    sysu: SysuData | None,
+    runs_dir: str | Path | None,
+    name: str = "visible_infrared",
+    progress: bool = True,
+    train: Split | None = None,
+) -> nn.Module:
     """The supervised upper bound (notebook 00's calibration model (d) with ``config``:
     all SYSU training images, identity labels), cached in
     ``runs_dir/supervised/<name>_seed<seed>/model.pt`` (state dict + config, written
@@ -379,7 +429,9 @@ def supervised_run(config, sysu: SysuData | None, runs_dir: str | Path | None, n
     data = train if train is not None else sysu.train
     h, w = data.images.shape[-2:]
     if tuple(config.image_size) != (h, w):
-        raise ValueError(f"supervised_run: config.image_size {tuple(config.image_size)} but the training images are {(h, w)}")
+        raise ValueError(
+            f"supervised_run: config.image_size {tuple(config.image_size)} but the training images are {(h, w)}"
+        )
     path = None if runs_dir is None else Path(runs_dir) / "supervised" / f"{name}_seed{config.seed}" / "model.pt"
     return run_supervised_cached(config, data.records, data.images, path, progress=progress).model
 
@@ -424,7 +476,8 @@ def load_regdb(root: str | Path, split: int, size: tuple[int, int], progress: bo
     vis = [r for r in test if r.modality != INFRARED]
     th = [r for r in test if r.modality == INFRARED]
     return RegdbData(
-        str(root), int(split),
+        str(root),
+        int(split),
         _split(train, size, progress, f"RegDB {split} train", cache_dir),
         _split(vis, size, progress, f"RegDB {split} visible", cache_dir),
         _split(th, size, progress, f"RegDB {split} thermal", cache_dir),
@@ -494,12 +547,28 @@ def regdb_experiment(
             split_rows = []
             for i, d in data.items():
                 if name == "supervised":
-                    model = supervised_run(replace(supervised_base, seed=s), None, runs_dir, name=f"regdb_split{i}",
-                                           progress=False, train=d.train)
+                    model = supervised_run(
+                        replace(supervised_base, seed=s),
+                        None,
+                        runs_dir,
+                        name=f"regdb_split{i}",
+                        progress=False,
+                        train=d.train,
+                    )
                     fn = model_features(model)
                 else:
-                    res, cfg = stage2_run(stage1_base, stage2_base, name, s, None, market, runs_dir, progress=False,
-                                          train=d.train, run_name=f"stage2_regdb/{name}_seed{s}_split{i}")
+                    res, cfg = stage2_run(
+                        stage1_base,
+                        stage2_base,
+                        name,
+                        s,
+                        None,
+                        market,
+                        runs_dir,
+                        progress=False,
+                        train=d.train,
+                        run_name=f"stage2_regdb/{name}_seed{s}_split{i}",
+                    )
                     fn = selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)
                 split_rows.append({"split": i, **regdb_row(fn, d)})
                 bar.update(1)
@@ -508,6 +577,8 @@ def regdb_experiment(
         per_seed[name] = rows
         seconds[name] = time.time() - t0
     bar.close()
-    table = [{"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, REGDB_KEYS)} for name, rows in per_seed.items()]
+    table = [
+        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, REGDB_KEYS)}
+        for name, rows in per_seed.items()
+    ]
     return {"rows": table, "per_seed": per_seed, "per_split": per_split, "seconds": seconds, "splits": list(splits)}
-

@@ -1,6 +1,6 @@
 """Bipartite cross-modality pseudo labels: match visible clusters to infrared clusters.
 
-Stage 2 clusters each modality on its own (METHOD.md, "Stage 2", item 3); this module
+Stage 2 clusters each modality on its own (docs/method.md, "Stage 2", item 3); this module
 links the two label sets so that a matched visible / infrared cluster pair shares one
 identity label.
 
@@ -188,9 +188,7 @@ def match_clusters(
     v = _as_centroids(vis_centroids, "vis_centroids")
     r = _as_centroids(ir_centroids, "ir_centroids")
     if v.shape[1] != r.shape[1]:
-        raise ValueError(
-            f"vis_centroids {v.shape} and ir_centroids {r.shape} have different feature sizes D"
-        )
+        raise ValueError(f"vis_centroids {v.shape} and ir_centroids {r.shape} have different feature sizes D")
     nv, ni = v.shape[0], r.shape[0]
     if nv == 0 or ni == 0:
         return MatchResult(unmatched_vis=np.arange(nv, dtype=np.int64), unmatched_ir=np.arange(ni, dtype=np.int64))

@@ -6,7 +6,7 @@
   distances.
 * :class:`SymmetricKL`: the CMAM mutual term on logits,
   ``symKL(p, q) = (KL(softmax q || softmax p) + KL(softmax p || softmax q)) / 2``
-  with the teacher ``q`` detached (METHOD.md, "What the authors' released code does").
+  with the teacher ``q`` detached (docs/method.md, "What the authors' released code does").
 * :class:`SimilarityMatrixLoss`: squared difference of in-batch cosine similarity
   matrices of L2-normalised features, teacher detached (CMAM "sim" term).
 * :class:`DistanceMatrixLoss`: squared difference of in-batch Euclidean distance

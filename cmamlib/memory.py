@@ -98,9 +98,7 @@ class ClusterMemory(nn.Module):
 
     def _inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         if inputs.ndim != 2 or inputs.shape[1] != self.num_features:
-            raise ValueError(
-                f"inputs must be (B, {self.num_features}), got shape {tuple(inputs.shape)}"
-            )
+            raise ValueError(f"inputs must be (B, {self.num_features}), got shape {tuple(inputs.shape)}")
         return F.normalize(inputs.float(), dim=1)
 
     def _targets(self, targets: torch.Tensor, batch: int) -> torch.Tensor:
@@ -131,9 +129,7 @@ class ClusterMemory(nn.Module):
         features = torch.as_tensor(features)
         labels = torch.as_tensor(labels)
         if features.ndim != 2 or features.shape[1] != self.num_features:
-            raise ValueError(
-                f"features must be (N, {self.num_features}), got shape {tuple(features.shape)}"
-            )
+            raise ValueError(f"features must be (N, {self.num_features}), got shape {tuple(features.shape)}")
         if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
             raise ValueError(
                 f"labels must be ({features.shape[0]},) for {features.shape[0]} features, "

@@ -21,11 +21,13 @@ Pieces (each a small module):
 - :func:`build_model`: the factory; :func:`load_pretrained`: user-supplied ImageNet
   weights (``.pth`` or ``.safetensors``) into the backbone.
 
-Defaults follow the authors' code (fast-reid based, see ``shared/METHOD.md``): last
-stride 1, learnable GeM with p=3, BNNeck; ResNet-50 with non-local blocks at paper
-scale. ``non_local_inter_channels=1`` reproduces what fast-reid and AGW actually build
-(their ``inter_channels = reduc_ratio // reduc_ratio``); ``None`` gives the
-``in_channels // 2`` bottleneck of Wang et al.
+Defaults follow the authors' code (fast-reid based, see ``docs/method.md``): last
+stride 1, learnable GeM with p=3, BNNeck; a plain ResNet-50 at paper scale (the code's
+config builds non-local blocks that its ``nn.Sequential`` wrapper never runs, so the paper
+presets keep ``non_local=False``; the blocks stay available).
+``non_local_inter_channels=1`` reproduces what fast-reid and AGW actually build (their
+``inter_channels = reduc_ratio // reduc_ratio``); ``None`` gives the ``in_channels // 2``
+bottleneck of Wang et al.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [

@@ -34,7 +34,9 @@ def sample_grid(records: Sequence[Record], num_ids: int = 6, seed: int = 0, size
     for i, pid in enumerate(pids):
         v = Image.open(by_id[pid][VISIBLE][0].path).convert("RGB").resize(size[::-1])
         irs = by_id[pid][INFRARED]
-        ims = [v, _luma(v)] + [Image.open(irs[k % len(irs)].path).convert("RGB").resize(size[::-1]) for k in (0, len(irs) // 2)]
+        ims = [v, _luma(v)] + [
+            Image.open(irs[k % len(irs)].path).convert("RGB").resize(size[::-1]) for k in (0, len(irs) // 2)
+        ]
         for j, im in enumerate(ims):
             ax = axes[i, j]
             ax.imshow(np.asarray(im))
@@ -206,26 +208,54 @@ def embedding_panels(
         ax = axes[0, j]
         for ir, mk in markers:
             sel = is_ir == ir
-            ax.scatter(e[sel, 0], e[sel, 1], s=point_size, marker=mk, alpha=0.6, linewidths=0,
-                       c=MODALITY_COLOURS["infrared" if ir else "visible"])
+            ax.scatter(
+                e[sel, 0],
+                e[sel, 1],
+                s=point_size,
+                marker=mk,
+                alpha=0.6,
+                linewidths=0,
+                c=MODALITY_COLOURS["infrared" if ir else "visible"],
+            )
         ax.set_title(name, fontsize=9)
         ax = axes[1, j]
         ax.scatter(e[~hl, 0], e[~hl, 1], s=point_size * 0.7, c="#d9d9d9", linewidths=0)
         for ir, mk in markers:
             sel = hl & (is_ir == ir)
-            ax.scatter(e[sel, 0], e[sel, 1], s=point_size * 2.2, marker=mk, linewidths=0.3, edgecolors="k",
-                       c=[colours[p.item()] for p in pids[sel]])
+            ax.scatter(
+                e[sel, 0],
+                e[sel, 1],
+                s=point_size * 2.2,
+                marker=mk,
+                linewidths=0.3,
+                edgecolors="k",
+                c=[colours[p.item()] for p in pids[sel]],
+            )
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel("by modality", fontsize=9)
     axes[1, 0].set_ylabel(f"by identity ({len(colours)} ids)", fontsize=9)
-    mod_handles = [Line2D([], [], ls="", marker=mk, color=MODALITY_COLOURS["infrared" if ir else "visible"], label="infrared" if ir else "visible")
-                   for ir, mk in markers]
+    mod_handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=mk,
+            color=MODALITY_COLOURS["infrared" if ir else "visible"],
+            label="infrared" if ir else "visible",
+        )
+        for ir, mk in markers
+    ]
     id_handles = [Line2D([], [], ls="", marker="s", color=c, label=f"id {p}") for p, c in colours.items()]
     id_handles.append(Line2D([], [], ls="", marker="s", color="#d9d9d9", label="other ids"))
-    fig.legend(handles=mod_handles + [Line2D([], [], ls="", marker="o", color="k", mfc="none", label="o visible, ^ infrared")],
-               loc="upper right", fontsize=7, ncol=3, frameon=False)
+    fig.legend(
+        handles=mod_handles + [Line2D([], [], ls="", marker="o", color="k", mfc="none", label="o visible, ^ infrared")],
+        loc="upper right",
+        fontsize=7,
+        ncol=3,
+        frameon=False,
+    )
     fig.legend(handles=id_handles, loc="lower center", fontsize=7, ncol=min(len(id_handles), 13), frameon=False)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
@@ -258,8 +288,15 @@ def gap_bars(
         ax.bar(range(n), vals, color=colours)
         for i, v in enumerate(vals):
             if np.isfinite(v):
-                ax.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom" if v >= 0 else "top", fontsize=6,
-                            xytext=(0, 1 if v >= 0 else -1), textcoords="offset points")
+                ax.annotate(
+                    f"{v:.2f}",
+                    (i, v),
+                    ha="center",
+                    va="bottom" if v >= 0 else "top",
+                    fontsize=6,
+                    xytext=(0, 1 if v >= 0 else -1),
+                    textcoords="offset points",
+                )
         ax.axhline(0, color="k", lw=0.6)
         if reference and key in reference:
             ax.axhline(reference[key], color="gray", ls="--", lw=0.8)

@@ -29,9 +29,10 @@ the ``config.yaml`` a run writes)::
     0.5). About 225 s per stage-2 run on 2 cores, against 45 s; ``make reproduce-long``
     runs notebook 03 with it.
 ``paper-sysu-mm01``, ``paper-regdb``
-    The authors' code at paper scale (``shared/METHOD.md``, "Defaults at paper scale"):
-    ResNet-50 (width 64; non-local blocks off, ``stage1.non_local=true
-    stage2.non_local=true`` for the authors' backbone), last stride 1, GeM, BNNeck,
+    The authors' code at paper scale (``docs/method.md``, "Defaults at paper scale"):
+    ResNet-50 (width 64; non-local blocks off, as what the authors' code runs: its config
+    builds them but its wrapper never calls them; ``stage1.non_local=true
+    stage2.non_local=true`` adds them), last stride 1, GeM, BNNeck,
     384x128; stage 1 batch 64 = 4 ids x 16, Adam 3.5e-4, 50 epochs x 600 iterations
     (the code's two runs of 15k iterations, KL from the second half); stage 2 batch
     128 = 8 ids x 16, Adam 1e-4, 40 epochs x 300 iterations (the code's 12k), Jaccard
@@ -162,7 +163,9 @@ class DataConfig:
         allowed = DATASET_SPLITS.get(self.source)
         bad = [s for s in self.source_splits if allowed is not None and s not in allowed]
         if bad or not self.source_splits:
-            raise ConfigError(f"data.source_splits={list(self.source_splits)}: expected splits of {self.source} among {allowed}")
+            raise ConfigError(
+                f"data.source_splits={list(self.source_splits)}: expected splits of {self.source} among {allowed}"
+            )
         if not 1 <= self.regdb_trial <= 10:
             raise ConfigError(f"data.regdb_trial={self.regdb_trial}: expected 1..10")
         for key in ("source", "target"):
@@ -216,33 +219,82 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------- presets
 
-_SMOKE_COMMON = dict(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=2, k1=6, k2=3, eps=0.5,
-                     min_samples=2, eval_batch_size=64)
+_SMOKE_COMMON = dict(
+    width=8,
+    image_size=(32, 16),
+    batch_size=16,
+    num_instances=4,
+    epochs=2,
+    k1=6,
+    k2=3,
+    eps=0.5,
+    min_samples=2,
+    eval_batch_size=64,
+)
 
 _PAPER_AUGMENT = dict(flip=0.5, pad=10, erasing=0.5, jitter=0.15)
-_PAPER_BACKBONE = dict(arch="resnet50", width=64, last_stride=1, non_local=False, pretrained=None, amp=True,
-                       weight_decay=5e-4, camera_centering=False, augment=_PAPER_AUGMENT, eval_batch_size=256)
+_PAPER_BACKBONE = dict(
+    arch="resnet50",
+    width=64,
+    last_stride=1,
+    non_local=False,
+    pretrained=None,
+    amp=True,
+    weight_decay=5e-4,
+    camera_centering=False,
+    augment=_PAPER_AUGMENT,
+    eval_batch_size=256,
+)
 
 
 def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, description: str) -> dict:
     return {
         "description": description,
         "require_pretrained": True,
-        "data": {"synthetic": False, "source": "market-1501", "source_splits": ["train", "query", "gallery"],
-                 "target": target},
-        "stage1": {**_PAPER_BACKBONE, "image_size": size, "batch_size": 64, "num_instances": 16, "lr": 3.5e-4,
-                   "epochs": 50, "iters_per_epoch": 600, "kl_start_fraction": 0.5, "k1": 30, "k2": 6, "eps": 0.6,
-                   "min_samples": 4, "view_forward": "separate"},
-        "stage2": {**_PAPER_BACKBONE, "image_size": size, "batch_size": 128, "num_instances": 16, "lr": 1e-4,
-                   "epochs": s2_epochs, "iters_per_epoch": s2_iters, "k1": 30, "k2": 6, "eps": 0.4,
-                   "min_samples": 4, "dist_reduction": "sum"},
+        "data": {
+            "synthetic": False,
+            "source": "market-1501",
+            "source_splits": ["train", "query", "gallery"],
+            "target": target,
+        },
+        "stage1": {
+            **_PAPER_BACKBONE,
+            "image_size": size,
+            "batch_size": 64,
+            "num_instances": 16,
+            "lr": 3.5e-4,
+            "epochs": 50,
+            "iters_per_epoch": 600,
+            "kl_start_fraction": 0.5,
+            "k1": 30,
+            "k2": 6,
+            "eps": 0.6,
+            "min_samples": 4,
+            "view_forward": "separate",
+        },
+        "stage2": {
+            **_PAPER_BACKBONE,
+            "image_size": size,
+            "batch_size": 128,
+            "num_instances": 16,
+            "lr": 1e-4,
+            "epochs": s2_epochs,
+            "iters_per_epoch": s2_iters,
+            "k1": 30,
+            "k2": 6,
+            "eps": 0.4,
+            "min_samples": 4,
+            "dist_reduction": "sum",
+        },
     }
 
 
 #: Named presets: ``{"description": ..., <RunConfig overrides by section>}``.
 PRESETS: dict[str, dict] = {
     "smoke": {
-        "description": "seconds on a CPU (tests, installation check): width-8 ResNet-18, 32x16, 2 short epochs, synthetic data",
+        "description": (
+            "seconds on a CPU (tests, installation check): width-8 ResNet-18, 32x16, 2 short epochs, synthetic data"
+        ),
         "stage1": {**_SMOKE_COMMON, "iters_per_epoch": 4, "kl_start_fraction": 0.5},
         "stage2": {**_SMOKE_COMMON, "iters_per_epoch": 3},
     },
@@ -264,18 +316,46 @@ PRESETS: dict[str, dict] = {
     # data, where the code's random channel stays the default.
     "cpu-long": {
         "description": "the best measured CPU synthetic setting (reconstruction): cpu-default with 24 stage-2 "
-                       "epochs, luma gray, stage-1 SIM 0.05, stage-2 temperature 0.1, identity-scale clustering",
+        "epochs, luma gray, stage-1 SIM 0.05, stage-2 temperature 0.1, identity-scale clustering",
         "stage1": {"gray_mode": "luma", "sim_weight": 0.05},
-        "stage2": {"epochs": 24, "gray_mode": "luma", "temperature": 0.1, "k1": 5, "k2": 3, "min_samples": 2, "eps": 0.5},
+        "stage2": {
+            "epochs": 24,
+            "gray_mode": "luma",
+            "temperature": 0.1,
+            "k1": 5,
+            "k2": 3,
+            "min_samples": 2,
+            "eps": 0.5,
+        },
     },
-    "paper-sysu-mm01": _paper("sysu-mm01", (384, 128), 40, 300,
-                              "the authors' code at paper scale, Market-1501 -> SYSU-MM01, ResNet-50 384x128"),
-    "paper-regdb": _paper("regdb", (384, 128), 40, 300,
-                          "the authors' code at paper scale, Market-1501 -> RegDB (data.regdb_trial), ResNet-50 384x128"),
-    "paper-sysu-mm02": _paper("sysu-mm02", (288, 144), 50, 200,
-                              "paper scale at 288x144 with the peer USL-VI schedule (50 x 200), Market-1501 -> SYSU-MM02"),
-    "paper-llcm": _paper("llcm", (288, 144), 50, 200,
-                         "paper scale at 288x144 with the peer USL-VI schedule (50 x 200), Market-1501 -> LLCM"),
+    "paper-sysu-mm01": _paper(
+        "sysu-mm01",
+        (384, 128),
+        40,
+        300,
+        "the authors' code at paper scale, Market-1501 -> SYSU-MM01, ResNet-50 384x128",
+    ),
+    "paper-regdb": _paper(
+        "regdb",
+        (384, 128),
+        40,
+        300,
+        "the authors' code at paper scale, Market-1501 -> RegDB (data.regdb_trial), ResNet-50 384x128",
+    ),
+    "paper-sysu-mm02": _paper(
+        "sysu-mm02",
+        (288, 144),
+        50,
+        200,
+        "paper scale at 288x144 with the peer USL-VI schedule (50 x 200), Market-1501 -> SYSU-MM02",
+    ),
+    "paper-llcm": _paper(
+        "llcm",
+        (288, 144),
+        50,
+        200,
+        "paper scale at 288x144 with the peer USL-VI schedule (50 x 200), Market-1501 -> LLCM",
+    ),
 }
 
 
@@ -458,7 +538,9 @@ def _read_yaml(path: Path) -> dict:
     if d is None:
         d = {}
     if not isinstance(d, Mapping):
-        raise ConfigError(f"config file {path}: expected a mapping with data / stage1 / stage2 sections, got {type(d).__name__}")
+        raise ConfigError(
+            f"config file {path}: expected a mapping with data / stage1 / stage2 sections, got {type(d).__name__}"
+        )
     return dict(d)
 
 
@@ -472,7 +554,9 @@ def _source_dict(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, s
     if not (p.suffix in (".yaml", ".yml", ".json") or p.exists()):
         close = difflib.get_close_matches(name_or_path, list(PRESETS), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"--config {name_or_path!r}: not a preset{hint} and not a file; presets: {', '.join(PRESETS)}")
+        raise ConfigError(
+            f"--config {name_or_path!r}: not a preset{hint} and not a file; presets: {', '.join(PRESETS)}"
+        )
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     d = _read_yaml(p)
@@ -576,4 +660,3 @@ def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
         elif json.dumps(a, default=str) != json.dumps(b, default=str):
             out.append(f"{key}: {'(absent)' if a is MISSING else a!r} -> {'(absent)' if b is MISSING else b!r}")
     return out
-

@@ -1,15 +1,16 @@
-"""One helper for everything notebooks write to ``reports/`` and for the README table.
+"""One helper for everything notebooks write to ``reports/`` and for the results pages.
 
 Every notebook writes ``reports/NN_name/metrics.json`` and its PNG figures through
 :func:`write_metrics` / :func:`save_figure`; :func:`update_readme` regenerates the
-README's results sections from those JSON files, so every figure in the README comes
-from a file a notebook wrote. Two blocks (:data:`BLOCKS`): ``main``, between
-``<!-- results:start -->`` and ``<!-- results:end -->`` (``make reproduce``), and
-``long``, between ``<!-- results-long:start -->`` and ``<!-- results-long:end -->``
-(notebook 03 with the ``cpu-long`` preset, ``make reproduce-long``). Each make target
-regenerates its own block only.
+results sections from those JSON files, so every figure in the README and in
+``docs/results.md`` comes from a file a notebook wrote. Blocks (:data:`BLOCKS`), each
+between its two markers in whichever file holds them: ``headline`` (the README's short
+results table), ``main`` (``docs/results.md``, every table of ``make reproduce``) and
+``long`` (``docs/results.md``, notebook 03 with the ``cpu-long`` preset, ``make
+reproduce-long``). A make target regenerates its own blocks only (:data:`TARGET_BLOCKS`).
 
-CLI: ``python -m cmamlib.reports readme-table [--block main|long|all] [--reports reports] [--readme README.md]``.
+CLI: ``python -m cmamlib.reports readme-table [--block main|long|all] [--reports reports]
+[--readme README.md] [--results docs/results.md]``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ from typing import Any, Callable
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 #: README blocks: name -> (start marker, end marker, timings file under reports/, make target).
 BLOCKS: dict[str, tuple[str, str, str, str]] = {
+    "headline": ("<!-- headline:start -->", "<!-- headline:end -->", "", "make reproduce"),
     "main": (START, END, "timings.txt", "make reproduce"),
     "long": ("<!-- results-long:start -->", "<!-- results-long:end -->", "timings-long.txt", "make reproduce-long"),
+}
+#: What ``readme-table --block NAME`` regenerates: ``make reproduce`` the headline and the
+#: main tables, ``make reproduce-long`` the cpu-long tables.
+TARGET_BLOCKS: dict[str, tuple[str, ...]] = {
+    "main": ("headline", "main"),
+    "long": ("long",),
+    "all": ("headline", "main", "long"),
+    "headline": ("headline",),
 }
 
 
@@ -128,7 +138,9 @@ def _render_calibration(m: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in m.get("table", []):
-        out.append(f"| {row['model']} | {row['protocol']} | {_ms(row, 'R1')} | {_ms(row, 'mAP')} | {row.get('check', '')} |")
+        out.append(
+            f"| {row['model']} | {row['protocol']} | {_ms(row, 'R1')} | {_ms(row, 'mAP')} | {row.get('check', '')} |"
+        )
     checks = m.get("checks", {})
     if checks:
         ok = ", ".join(f"({k}) {'pass' if v['pass'] else 'FAIL'}" for k, v in checks.items())
@@ -147,7 +159,11 @@ def _flat_ms(row: dict, key: str) -> str:
 def _stage_table(m: dict, label_key: str, cols: list[tuple[str, str]]) -> list[str]:
     out = ["| " + " | ".join(["variant"] + [c for c, _ in cols]) + " |", "|" + "---|" * (len(cols) + 1)]
     for row in m.get("rows", []):
-        out.append("| " + " | ".join([str(row.get(label_key, row.get("variant")))] + [_flat_ms(row, k) for _, k in cols]) + " |")
+        out.append(
+            "| "
+            + " | ".join([str(row.get(label_key, row.get("variant")))] + [_flat_ms(row, k) for _, k in cols])
+            + " |"
+        )
     return out
 
 
@@ -157,46 +173,94 @@ def _seeds_note(m: dict) -> str:
 
 @section("01_gray_augmentation")
 def _render_gray(m: dict) -> list[str]:
-    out = [f"**Gray view, direct transfer** (`reports/01_gray_augmentation/metrics.json`; unsupervised source "
-           f"training, no target training, {_seeds_note(m)}; %):", ""]
-    out += _stage_table(m, "variant", [("all R1", "all_R1"), ("all mAP", "all_mAP"), ("indoor R1", "indoor_R1"),
-                                        ("indoor mAP", "indoor_mAP"), ("source mAP", "source_mAP")])
+    out = [
+        f"**Gray view, direct transfer** (`reports/01_gray_augmentation/metrics.json`; unsupervised source "
+        f"training, no target training, {_seeds_note(m)}; %):",
+        "",
+    ]
+    out += _stage_table(
+        m,
+        "variant",
+        [
+            ("all R1", "all_R1"),
+            ("all mAP", "all_mAP"),
+            ("indoor R1", "indoor_R1"),
+            ("indoor mAP", "indoor_mAP"),
+            ("source mAP", "source_mAP"),
+        ],
+    )
     return out
 
 
 @section("02_cmam")
 def _render_cmam(m: dict) -> list[str]:
-    out = [f"**Stage 1 ablation** (`reports/02_cmam/metrics.json`; direct transfer of F_rg to SYSU-MM01-synth, "
-           f"{_seeds_note(m)}; %):", ""]
-    out += _stage_table(m, "label", [("all R1", "all_R1"), ("all mAP", "all_mAP"), ("indoor R1", "indoor_R1"),
-                                      ("indoor mAP", "indoor_mAP"), ("source V->V mAP", "source_mAP")])
+    out = [
+        f"**Stage 1 ablation** (`reports/02_cmam/metrics.json`; direct transfer of F_rg to SYSU-MM01-synth, "
+        f"{_seeds_note(m)}; %):",
+        "",
+    ]
+    out += _stage_table(
+        m,
+        "label",
+        [
+            ("all R1", "all_R1"),
+            ("all mAP", "all_mAP"),
+            ("indoor R1", "indoor_R1"),
+            ("indoor mAP", "indoor_mAP"),
+            ("source V->V mAP", "source_mAP"),
+        ],
+    )
     return out
 
 
 @section("03_self_training")
 def _render_selftrain(m: dict, name: str = "03_self_training", title: str = "Stage 2, final results") -> list[str]:
-    out = [f"**{title}** (`reports/{name}/metrics.json`; SYSU-MM01-synth IR -> V, "
-           f"{_seeds_note(m)}; mean ± std over seeds, %):", ""]
-    out += _stage_table(m, "label", [("all R1", "all_R1"), ("all R10", "all_R10"), ("all R20", "all_R20"),
-                                      ("all mAP", "all_mAP"), ("all mINP", "all_mINP"), ("indoor R1", "indoor_R1"),
-                                      ("indoor mAP", "indoor_mAP")])
+    out = [
+        f"**{title}** (`reports/{name}/metrics.json`; SYSU-MM01-synth IR -> V, "
+        f"{_seeds_note(m)}; mean ± std over seeds, %):",
+        "",
+    ]
+    out += _stage_table(
+        m,
+        "label",
+        [
+            ("all R1", "all_R1"),
+            ("all R10", "all_R10"),
+            ("all R20", "all_R20"),
+            ("all mAP", "all_mAP"),
+            ("all mINP", "all_mINP"),
+            ("indoor R1", "indoor_R1"),
+            ("indoor mAP", "indoor_mAP"),
+        ],
+    )
     sup = m.get("supervised_config")
     if sup:
         h, w = sup.get("image_size", ["?", "?"])
-        out += ["", f"The upper bound is the calibration's model (d) (identity labels, cross-modality batches) "
-                f"trained at the stage-2 input size, {h}x{w}, on the same images as the other rows."]
+        out += [
+            "",
+            f"The upper bound is the calibration's model (d) (identity labels, cross-modality batches) "
+            f"trained at the stage-2 input size, {h}x{w}, on the same images as the other rows.",
+        ]
     goal = m.get("goal", {})
     if goal:
         frac = goal.get("fraction_of_upper_bound_all_mAP")
-        out += ["", "Goal check: full method at "
-                + ("-" if frac is None else f"{100 * frac:.0f}%")
-                + " of the supervised upper bound's all-search mAP (goal 60%); above every ablation: "
-                + ("yes" if goal.get("above_every_ablation_all_mAP") else "no") + "."]
+        out += [
+            "",
+            "Goal check: full method at "
+            + ("-" if frac is None else f"{100 * frac:.0f}%")
+            + " of the supervised upper bound's all-search mAP (goal 60%); above every ablation: "
+            + ("yes" if goal.get("above_every_ablation_all_mAP") else "no")
+            + ".",
+        ]
         for inv in goal.get("investigations", {}).values():
             f2 = inv.get("fraction_of_upper_bound_all_mAP")
-            out[-1] += (f" {inv['label'][0].upper()}{inv['label'][1:]}: "
-                        + ("-" if f2 is None else f"{100 * f2:.0f}%") + " of the upper bound; above every ablation: "
-                        + ("yes" if inv.get("above_every_ablation_all_mAP") else "no") + ".")
+            out[-1] += (
+                f" {inv['label'][0].upper()}{inv['label'][1:]}: "
+                + ("-" if f2 is None else f"{100 * f2:.0f}%")
+                + " of the upper bound; above every ablation: "
+                + ("yes" if inv.get("above_every_ablation_all_mAP") else "no")
+                + "."
+            )
     return out
 
 
@@ -205,8 +269,12 @@ def _render_selftrain_long(m: dict) -> list[str]:
     out = _render_selftrain(m, "03_self_training_cpu-long", f"Stage 2 with the `{m.get('preset', 'cpu-long')}` preset")
     sec = m.get("seconds") or {}
     if sec:
-        out += ["", "Training and evaluation time per row, all seeds (s): "
-                + ", ".join(f"{k} {v:.0f}" for k, v in sec.items()) + "."]
+        out += [
+            "",
+            "Training and evaluation time per row, all seeds (s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sec.items())
+            + ".",
+        ]
     return out
 
 
@@ -216,29 +284,49 @@ def _render_regdb(m: dict) -> list[str]:
     if not reg:
         return []
     splits = reg.get("splits", [])
-    out = [f"**Stage 2 on RegDB-synth** (`reports/03_self_training/metrics.json`, key `regdb`; one run per variant, "
-           f"seed and split, mean over {len(splits)} splits, then mean ± std over seeds {m.get('seeds')}; %):", ""]
-    out += _stage_table(reg, "label", [("V->T R1", "v2t_R1"), ("V->T mAP", "v2t_mAP"), ("V->T mINP", "v2t_mINP"),
-                                        ("T->V R1", "t2v_R1"), ("T->V mAP", "t2v_mAP"), ("T->V mINP", "t2v_mINP")])
+    out = [
+        f"**Stage 2 on RegDB-synth** (`reports/03_self_training/metrics.json`, key `regdb`; one run per variant, "
+        f"seed and split, mean over {len(splits)} splits, then mean ± std over seeds {m.get('seeds')}; %):",
+        "",
+    ]
+    out += _stage_table(
+        reg,
+        "label",
+        [
+            ("V->T R1", "v2t_R1"),
+            ("V->T mAP", "v2t_mAP"),
+            ("V->T mINP", "v2t_mINP"),
+            ("T->V R1", "t2v_R1"),
+            ("T->V mAP", "t2v_mAP"),
+            ("T->V mINP", "t2v_mINP"),
+        ],
+    )
     return out
 
 
 @section("04_modality_gap")
 def _render_gap(m: dict) -> list[str]:
     ts = m.get("test_set", {})
-    out = [f"**Modality gap per stage** (`reports/04_modality_gap/metrics.json`; SYSU-MM01-synth test set, "
-           f"{ts.get('infrared')} infrared + {ts.get('visible')} visible images of {ts.get('ids')} ids, seed {m.get('seed')}"
-           + (", SMOKE run" if m.get("smoke") else "") + "):", "",
-           "| stage | centroid gap / spread | NN id acc. IR->V | NN id acc. V->IR | modality probe (bal. acc.) "
-           "| silhouette by modality | silhouette by id | DBSCAN ARI | HDBSCAN ARI |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"**Modality gap per stage** (`reports/04_modality_gap/metrics.json`; SYSU-MM01-synth test set, "
+        f"{ts.get('infrared')} infrared + {ts.get('visible')} "
+        f"visible images of {ts.get('ids')} ids, seed {m.get('seed')}"
+        + (", SMOKE run" if m.get("smoke") else "")
+        + "):",
+        "",
+        "| stage | centroid gap / spread | NN id acc. IR->V | NN id acc. V->IR | modality probe (bal. acc.) "
+        "| silhouette by modality | silhouette by id | DBSCAN ARI | HDBSCAN ARI |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     clus = m.get("clustering", {})
     for r in m.get("rows", []):
         c = clus.get(r["stage"], {})
         ari = [f"{c[k]['ari']:.3f}" if k in c else "-" for k in ("dbscan", "hdbscan")]
-        out.append(f"| {r.get('label', r['stage'])} | {r['centroid_gap_ratio']:.2f} | {_pct(r['nn_acc_ir_to_vis'])} | "
-                   f"{_pct(r['nn_acc_vis_to_ir'])} | {_pct(r['probe_balanced_accuracy'])} | "
-                   f"{r['silhouette_modality']:.3f} | {r['silhouette_identity']:.3f} | {ari[0]} | {ari[1]} |")
+        out.append(
+            f"| {r.get('label', r['stage'])} | {r['centroid_gap_ratio']:.2f} | {_pct(r['nn_acc_ir_to_vis'])} | "
+            f"{_pct(r['nn_acc_vis_to_ir'])} | {_pct(r['probe_balanced_accuracy'])} | "
+            f"{r['silhouette_modality']:.3f} | {r['silhouette_identity']:.3f} | {ari[0]} | {ari[1]} |"
+        )
     return out
 
 
@@ -246,18 +334,47 @@ def _render_gap(m: dict) -> list[str]:
 def _render_inspector(m: dict) -> list[str]:
     c = m.get("clusters", {})
     v, i = c.get("visible", {}), c.get("infrared", {})
-    out = [f"**Pseudo labels seen by the inspector** (`reports/05_inspector/metrics.json`; stage-2 `{m.get('variant')}` "
-           f"run, seed {m.get('seed')}, the clustering its next epoch would use"
-           + (", SMOKE run" if m.get("smoke") else "") + "): "
-           f"{v.get('clusters')} visible clusters ({_pct(v.get('noise_fraction'))}% noise, purity {_pct(v.get('purity'))}%), "
-           f"{i.get('clusters')} infrared clusters ({_pct(i.get('noise_fraction'))}% noise, purity {_pct(i.get('purity'))}%), "
-           f"{m.get('pairs')} cross-modality pairs of which {m.get('pairs_correct')} correct "
-           f"({_pct(m.get('pairs_correct_fraction'))}%)."]
+    out = [
+        f"**Pseudo labels seen by the inspector** (`reports/05_inspector/metrics.json`; stage-2 `{m.get('variant')}` "
+        f"run, seed {m.get('seed')}, the clustering its next epoch would use"
+        + (", SMOKE run" if m.get("smoke") else "")
+        + "): "
+        f"{v.get('clusters')} visible clusters ({_pct(v.get('noise_fraction'))}% "
+        f"noise, purity {_pct(v.get('purity'))}%), "
+        f"{i.get('clusters')} infrared clusters ({_pct(i.get('noise_fraction'))}% "
+        f"noise, purity {_pct(i.get('purity'))}%), "
+        f"{m.get('pairs')} cross-modality pairs of which {m.get('pairs_correct')} correct "
+        f"({_pct(m.get('pairs_correct_fraction'))}%)."
+    ]
     ub, ua = m.get("unified_before", {}), m.get("unified_after_overrides", {})
     if ub and ua:
-        out[0] += (f" Scripted corrections (true identities standing in for a person's clicks, {len(m.get('actions', []))} "
-                   f"actions) move the shared labels' ARI from {ub.get('ari', 0):.3f} to {ua.get('ari', 0):.3f}.")
+        out[0] += (
+            f" Scripted corrections (true identities standing in for a person's clicks, {len(m.get('actions', []))} "
+            f"actions) move the shared labels' ARI from {ub.get('ari', 0):.3f} to {ua.get('ari', 0):.3f}."
+        )
     return out
+
+
+@section("02_cmam", block="headline")
+def _headline_cmam(m: dict) -> list[str]:
+    out = [
+        f"**Stage 1 ablation**, direct transfer of F_rg to SYSU-MM01-synth (`reports/02_cmam/metrics.json`, "
+        f"{_seeds_note(m)}; all-search mAP, %):",
+        "",
+    ]
+    return out + _stage_table(m, "label", [("all mAP", "all_mAP"), ("source V->V mAP", "source_mAP")])
+
+
+@section("03_self_training", block="headline")
+def _headline_selftrain(m: dict) -> list[str]:
+    full = _render_selftrain(m)
+    out = [
+        f"**Stage 2** on SYSU-MM01-synth, IR -> V (`reports/03_self_training/metrics.json`, {_seeds_note(m)}; %):",
+        "",
+    ]
+    out += _stage_table(m, "label", [("all R1", "all_R1"), ("all mAP", "all_mAP"), ("indoor mAP", "indoor_mAP")])
+    goal = [ln for ln in full if ln.startswith("Goal check:")]
+    return out + (["", goal[0]] if goal else [])
 
 
 def render_results(root: str | os.PathLike = "reports", block: str = "main") -> str:
@@ -278,8 +395,8 @@ def render_results(root: str | os.PathLike = "reports", block: str = "main") -> 
             continue
         parts += fn(m)
         parts.append("")
-    timings = Path(root) / timings_name
-    if timings.exists():
+    timings = Path(root) / timings_name if timings_name else None
+    if timings is not None and timings.exists():
         lines = last_reproduce_timings(timings.read_text())
         if lines:
             parts += [f"Wall time of the last `{target}` on this machine (`reports/{timings_name}`):", ""]
@@ -296,29 +413,47 @@ def last_reproduce_timings(text: str) -> list[str]:
     ends = [i for i, ln in enumerate(lines) if ln.startswith("reproduce total")]
     if ends and ends[-1] == len(lines) - 1:
         ends = ends[:-1]
-    return lines[ends[-1] + 1:] if ends else lines
+    return lines[ends[-1] + 1 :] if ends else lines
 
 
-def update_readme(readme: str | os.PathLike = "README.md", root: str | os.PathLike = "reports",
-                  block: str = "main") -> bool:
-    """Replace the README block ``block`` (:data:`BLOCKS`, or ``"all"``) between its
-    markers; returns True if the README changed."""
-    p = Path(readme)
-    text = p.read_text()
-    new = text
-    for b in (BLOCKS if block == "all" else [block]):
-        if b not in BLOCKS:
-            raise ValueError(f"block {b!r}: expected one of {sorted(BLOCKS)} or 'all'")
+def update_readme(
+    readme: str | os.PathLike = "README.md",
+    root: str | os.PathLike = "reports",
+    block: str = "main",
+    results: str | os.PathLike | None = None,
+) -> bool:
+    """Regenerate the blocks of ``block`` (:data:`TARGET_BLOCKS`: ``main``, ``long``,
+    ``all`` or one block name) between their markers, in ``readme`` and ``results``
+    (``docs/results.md`` beside the README when it exists), each block in the file that
+    holds its markers; returns True if a file changed.
+
+    Raises:
+        ValueError: an unknown block, or a block whose markers neither file holds.
+    """
+    if block not in TARGET_BLOCKS:
+        raise ValueError(f"block {block!r}: expected one of {sorted(TARGET_BLOCKS)}")
+    paths = [Path(readme)]
+    res = Path(results) if results is not None else Path(readme).parent / "docs" / "results.md"
+    if res.exists() or results is not None:
+        paths.append(res)
+    texts = {p: p.read_text() for p in paths}
+    new = dict(texts)
+    for b in TARGET_BLOCKS[block]:
         start, end = BLOCKS[b][:2]
-        if start not in new or end not in new:
-            raise ValueError(f"{p}: markers {start} / {end} not found")
-        head, rest = new.split(start, 1)
+        holder = next((p for p in paths if start in new[p] and end in new[p]), None)
+        if holder is None:
+            if b == "headline" and block != "headline":
+                continue  # a README without a headline block is left alone
+            raise ValueError(f"{' / '.join(map(str, paths))}: markers {start} / {end} not found")
+        head, rest = new[holder].split(start, 1)
         _, tail = rest.split(end, 1)
-        new = head + start + "\n" + render_results(root, b) + end + tail
-    if new != text:
-        p.write_text(new)
-        return True
-    return False
+        new[holder] = head + start + "\n" + render_results(root, b) + end + tail
+    changed = False
+    for p in paths:
+        if new[p] != texts[p]:
+            p.write_text(new[p])
+            changed = True
+    return changed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,12 +462,19 @@ def main(argv: list[str] | None = None) -> None:
     rt = sub.add_parser("readme-table", help="regenerate the README results section from reports/")
     rt.add_argument("--reports", default="reports")
     rt.add_argument("--readme", default="README.md")
-    rt.add_argument("--block", default="main", choices=[*BLOCKS, "all"],
-                    help="which README block: main (make reproduce), long (make reproduce-long), or all")
+    rt.add_argument(
+        "--results", default=None, help="the full results page (default: docs/results.md beside the README)"
+    )
+    rt.add_argument(
+        "--block",
+        default="main",
+        choices=sorted(TARGET_BLOCKS),
+        help="main (make reproduce: headline + main), long (make reproduce-long), all, or headline",
+    )
     args = ap.parse_args(argv)
     if args.cmd == "readme-table":
-        changed = update_readme(args.readme, args.reports, args.block)
-        print(f"{args.readme}: results block {args.block} {'updated' if changed else 'unchanged'}")
+        changed = update_readme(args.readme, args.reports, args.block, args.results)
+        print(f"results blocks {', '.join(TARGET_BLOCKS[args.block])}: {'updated' if changed else 'unchanged'}")
 
 
 if __name__ == "__main__":

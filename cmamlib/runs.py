@@ -27,8 +27,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import distributed as dist
-from .training.common import RESUME_FREE_FIELDS
 from .presets import ConfigError, RunConfig, config_dict, diff_configs, read_config, save_config
+from .training.common import RESUME_FREE_FIELDS
 from .utils import UnsafeCheckpointError, load_checkpoint
 
 __all__ = [
@@ -71,16 +71,18 @@ def read_records(dataset: str, root: str | os.PathLike, splits: Sequence[str], t
     return out
 
 
-def _load_images(records: Sequence, size: Sequence[int], cache_dir: str | None, progress: bool, desc: str,
-                 workers: int | None = None) -> torch.Tensor:
+def _load_images(
+    records: Sequence, size: Sequence[int], cache_dir: str | None, progress: bool, desc: str, workers: int | None = None
+) -> torch.Tensor:
     """Decode once; with a cache folder in a distributed run, rank 0 fills the cache first."""
     from .data.loading import load_images
 
     first = cache_dir is not None and dist.is_distributed()
     if first and not dist.is_main():
         dist.barrier()
-    images = load_images(records, tuple(size), workers=workers, cache_dir=cache_dir,
-                         progress=progress and dist.is_main(), desc=desc)
+    images = load_images(
+        records, tuple(size), workers=workers, cache_dir=cache_dir, progress=progress and dist.is_main(), desc=desc
+    )
     if first and dist.is_main():
         dist.barrier()
     return images
@@ -89,8 +91,9 @@ def _load_images(records: Sequence, size: Sequence[int], cache_dir: str | None, 
 SKIPPED_FILE = "skipped_images.txt"
 
 
-def _load_training_images(records: list, size: Sequence[int], cfg: RunConfig, out: Path, progress: bool,
-                          desc: str) -> tuple[list, torch.Tensor, list[str]]:
+def _load_training_images(
+    records: list, size: Sequence[int], cfg: RunConfig, out: Path, progress: bool, desc: str
+) -> tuple[list, torch.Tensor, list[str]]:
     """The training images of a run: every one decoded (:func:`_load_images`), or, with
     ``data.skip_unreadable``, the readable ones, the others listed by path with the
     reason in ``<out>/skipped_images.txt`` (rank 0) and a warning.
@@ -102,18 +105,29 @@ def _load_training_images(records: list, size: Sequence[int], cfg: RunConfig, ou
         return records, _load_images(records, size, cfg.data.cache_dir, progress, desc, cfg.data.decode_workers), []
     from .data.loading import load_readable_images
 
-    got = load_readable_images(records, tuple(size), workers=cfg.data.decode_workers, cache_dir=cfg.data.cache_dir,
-                               progress=progress and dist.is_main(), desc=desc)
+    got = load_readable_images(
+        records,
+        tuple(size),
+        workers=cfg.data.decode_workers,
+        cache_dir=cfg.data.cache_dir,
+        progress=progress and dist.is_main(),
+        desc=desc,
+    )
     if not got.kept:
-        raise RunDirError(f"data.skip_unreadable: none of the {len(records)} training images could be read "
-                          f"(first: {got.skipped[0][1]})")
+        raise RunDirError(
+            f"data.skip_unreadable: none of the {len(records)} training images could be read "
+            f"(first: {got.skipped[0][1]})"
+        )
     skipped = [p for p, _ in got.skipped]
     if dist.is_main() and skipped:
         (out / SKIPPED_FILE).write_text("".join(f"{p}\t{why}\n" for p, why in got.skipped))
         import warnings
 
-        warnings.warn(f"skip_unreadable: skipped {len(skipped)} unreadable training image(s), listed in "
-                      f"{out / SKIPPED_FILE}; first: {got.skipped[0][1]}", stacklevel=2)
+        warnings.warn(
+            f"skip_unreadable: skipped {len(skipped)} unreadable training image(s), listed in "
+            f"{out / SKIPPED_FILE}; first: {got.skipped[0][1]}",
+            stacklevel=2,
+        )
     return [records[i] for i in got.kept], got.images, skipped
 
 
@@ -173,8 +187,13 @@ def _write_summary(out: Path, payload: dict) -> None:
     write_metrics(out.name, payload, root=out.parent)
 
 
-def train_stage1(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.PathLike = "data",
-                 progress: bool = True, command: str | None = None):
+def train_stage1(
+    cfg: RunConfig,
+    out: str | os.PathLike,
+    data_root: str | os.PathLike = "data",
+    progress: bool = True,
+    command: str | None = None,
+):
     """Stage 1 (:func:`cmamlib.training.cmam.run_cmam`) on ``cfg.data``'s source, in ``out``.
 
     Resumes ``out`` when it holds a run of the same config. Every rank of a distributed
@@ -201,9 +220,16 @@ def train_stage1(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.Pat
         )
     root = cfg.data.root("source", data_root)
     records = read_records(cfg.data.source, root, cfg.data.source_splits)
-    data = {"source": cfg.data.source, "root": str(root), "splits": list(cfg.data.source_splits), "images": len(records)}
+    data = {
+        "source": cfg.data.source,
+        "root": str(root),
+        "splits": list(cfg.data.source_splits),
+        "images": len(records),
+    }
     dist.run_on_main(lambda: _prepare_run_dir(out, cfg, "stage1", {"command": command, "data": data}))
-    records, images, skipped = _load_training_images(records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images")
+    records, images, skipped = _load_training_images(
+        records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images"
+    )
     data.update(images=len(records), skipped_images=skipped)
     res = run_cmam(s1, records, images, run_dir=out, resume=True, progress=progress)
     if dist.is_main():
@@ -247,16 +273,24 @@ class LoadedRun:
 def _build(stage_cfg: dict, state: dict | None):
     from .models import build_model
 
-    m = build_model(stage_cfg["arch"], width=int(stage_cfg["width"]), last_stride=int(stage_cfg["last_stride"]),
-                    non_local=bool(stage_cfg.get("non_local", False)))
+    m = build_model(
+        stage_cfg["arch"],
+        width=int(stage_cfg["width"]),
+        last_stride=int(stage_cfg["last_stride"]),
+        non_local=bool(stage_cfg.get("non_local", False)),
+    )
     if state is None:
         return None
     m.load_state_dict(state)
     return m.eval()
 
 
-def load_run(path: str | os.PathLike, expect_stage: str | None = None, require_complete: bool = True,
-             device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(
+    path: str | os.PathLike,
+    expect_stage: str | None = None,
+    require_complete: bool = True,
+    device: str | torch.device = "cpu",
+) -> LoadedRun:
     """Read a run folder (or its ``checkpoint.pt``) and rebuild its models.
 
     Args:
@@ -273,13 +307,17 @@ def load_run(path: str | os.PathLike, expect_stage: str | None = None, require_c
     p = Path(path)
     what = f"stage-1 run {p}" if expect_stage == "stage1" else f"run {p}"
     if not p.exists():
-        raise RunDirError(f"{what} does not exist (expected the --out folder of `python -m cmamlib train "
-                          f"{expect_stage or 'stage1|stage2'}`)")
+        raise RunDirError(
+            f"{what} does not exist (expected the --out folder of `python -m cmamlib train "
+            f"{expect_stage or 'stage1|stage2'}`)"
+        )
     ckpt = p / CHECKPOINT_FILE if p.is_dir() else p
     run_dir = ckpt.parent
     if not ckpt.is_file():
-        raise RunDirError(f"{what}: no {CHECKPOINT_FILE} in {run_dir}: the run has not finished an epoch yet "
-                          f"(or this is not a run folder); run `python -m cmamlib train ... --out {run_dir}` first")
+        raise RunDirError(
+            f"{what}: no {CHECKPOINT_FILE} in {run_dir}: the run has not finished an epoch yet "
+            f"(or this is not a run folder); run `python -m cmamlib train ... --out {run_dir}` first"
+        )
     try:
         state = load_checkpoint(ckpt)
     except UnsafeCheckpointError as e:
@@ -316,8 +354,13 @@ def load_run(path: str | os.PathLike, expect_stage: str | None = None, require_c
     return run
 
 
-def train_stage2(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.PathLike = "data",
-                 progress: bool = True, command: str | None = None):
+def train_stage2(
+    cfg: RunConfig,
+    out: str | os.PathLike,
+    data_root: str | os.PathLike = "data",
+    progress: bool = True,
+    command: str | None = None,
+):
     """Stage 2 (:func:`cmamlib.training.selftrain.run_selftrain`) on ``cfg.data``'s target
     training images, initialised from the stage-1 run ``cfg.init_from``, in ``out``.
 
@@ -343,8 +386,11 @@ def train_stage2(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.Pat
     if cfg.init_from.strip().lower() != "random":
         s1 = load_run(cfg.init_from, expect_stage="stage1", require_complete=True)
         sc = s1.stage_config
-        mismatch = [f"{k}: stage 1 {sc.get(k)!r}, stage2.{k} {getattr(s2, k)!r}"
-                    for k in ("arch", "width", "last_stride", "non_local") if sc.get(k, False) != getattr(s2, k)]
+        mismatch = [
+            f"{k}: stage 1 {sc.get(k)!r}, stage2.{k} {getattr(s2, k)!r}"
+            for k in ("arch", "width", "last_stride", "non_local")
+            if sc.get(k, False) != getattr(s2, k)
+        ]
         if mismatch:
             raise ConfigError(
                 f"init_from={cfg.init_from}: the stage-1 backbone differs from stage2's ({'; '.join(mismatch)}); "
@@ -358,7 +404,9 @@ def train_stage2(cfg: RunConfig, out: str | os.PathLike, data_root: str | os.Pat
     if cfg.data.target == "regdb":
         data["regdb_trial"] = cfg.data.regdb_trial
     dist.run_on_main(lambda: _prepare_run_dir(out, cfg, "stage2", {"command": command, "data": data}))
-    records, images, skipped = _load_training_images(records, s2.image_size, cfg, out, progress, f"{cfg.data.target} images")
+    records, images, skipped = _load_training_images(
+        records, s2.image_size, cfg, out, progress, f"{cfg.data.target} images"
+    )
     data.update(images=len(records), skipped_images=skipped)
     res = run_selftrain(s2, records, images, init_models=init, run_dir=out, resume=True, progress=progress)
     if dist.is_main():
@@ -381,8 +429,9 @@ def run_features(run: LoadedRun, batch_size: int | None = None) -> Callable[[tor
     if run.stage == "stage1":
         return model_features(run.model_a, batch_size=bs)
     sc = run.stage_config
-    return selftrain_features(run.model_a, run.model_b, sc.get("gray_mode", "random_channel"), sc.get("fusion", "concat"),
-                              batch_size=bs)
+    return selftrain_features(
+        run.model_a, run.model_b, sc.get("gray_mode", "random_channel"), sc.get("fusion", "concat"), batch_size=bs
+    )
 
 
 def evaluate_run(
@@ -416,14 +465,24 @@ def evaluate_run(
     from .data import readers as R
     from .data.readers import _canonical_name
     from .data.records import INFRARED, record_arrays
-    from .evaluation import (SYSU_PROTOCOLS, EvalResult, eval_market, evaluate_llcm, evaluate_regdb, evaluate_sysu,
-                             evaluate_sysu_mm02, pairwise_distance)
+    from .evaluation import (
+        SYSU_PROTOCOLS,
+        EvalResult,
+        eval_market,
+        evaluate_llcm,
+        evaluate_regdb,
+        evaluate_sysu,
+        evaluate_sysu_mm02,
+        pairwise_distance,
+    )
 
     name = _canonical_name(dataset)
     if protocol not in SYSU_PROTOCOLS:
         raise ValueError(f"protocol={protocol!r}: expected one of {SYSU_PROTOCOLS}")
     if protocol != "baseline" and name != "sysu-mm01":
-        raise ValueError(f"protocol={protocol!r} exists for sysu-mm01 only (PROTOCOLS.md); {name} has one protocol")
+        raise ValueError(
+            f"protocol={protocol!r} exists for sysu-mm01 only (docs/protocols.md); {name} has one protocol"
+        )
     size = tuple(int(v) for v in run.stage_config["image_size"])
     fn = run_features(run, batch_size)
 
@@ -434,8 +493,16 @@ def evaluate_run(
     results: dict[str, EvalResult] = {}
     if name == "sysu-mm01":
         q, g = R.sysu_query_gallery(R.read_sysu_mm01(root, "test"), "all")
-        res = evaluate_sysu(feats(q, "SYSU query"), q, feats(g, "SYSU gallery"), g, modes=("all", "indoor"),
-                            trials=trials, protocol=protocol, root=root if protocol == "official" else None)
+        res = evaluate_sysu(
+            feats(q, "SYSU query"),
+            q,
+            feats(g, "SYSU gallery"),
+            g,
+            modes=("all", "indoor"),
+            trials=trials,
+            protocol=protocol,
+            root=root if protocol == "official" else None,
+        )
         results.update(res)
     elif name == "regdb":
         if trial is None:
@@ -470,4 +537,3 @@ def evaluate_run(
         raise ValueError(f"evaluate: no test protocol for dataset {name!r}")
     summary = {f"{k}_{m}": float(v) for k, r in results.items() for m, v in r.mean.items()}
     return {**info, "results": {k: r.to_dict() for k, r in results.items()}, "summary": summary}
-

@@ -73,8 +73,20 @@ def _numpy_safe_globals() -> list:
     object array would still go through the weights-only unpickler."""
     core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
     out: list = [core.multiarray._reconstruct, np.ndarray, np.dtype]
-    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-              np.float16, np.float32, np.float64):
+    for t in (
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    ):
         out.append(type(np.dtype(t)))
     return out
 

@@ -140,12 +140,18 @@ class PseudoLabelInspector:
 
         self.records = list(records)
         n = len(self.records)
-        x = features.detach().cpu().float().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, dtype=np.float32)
+        x = (
+            features.detach().cpu().float().numpy()
+            if isinstance(features, torch.Tensor)
+            else np.asarray(features, dtype=np.float32)
+        )
         if x.ndim != 2 or x.shape[0] != n:
             raise ValueError(f"features has shape {x.shape}; expected (N, D) with N = {n} records")
         lab = np.asarray(labels)
         if lab.shape != (n,) or (lab.size and not np.issubdtype(lab.dtype, np.integer)):
-            raise ValueError(f"labels has shape {lab.shape} dtype {lab.dtype}; expected ({n},) int per-modality cluster ids")
+            raise ValueError(
+                f"labels has shape {lab.shape} dtype {lab.dtype}; expected ({n},) int per-modality cluster ids"
+            )
         self.labels = lab.astype(np.int64)
         p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
         self.true_pids = None if true_pids is None else np.asarray(true_pids, dtype=np.int64)
@@ -178,14 +184,20 @@ class PseudoLabelInspector:
             order = np.argsort(inv, kind="stable")
             bounds = np.cumsum(np.bincount(inv, minlength=len(ids)))[:-1]
             self.members[side] = {int(c): m for c, m in zip(ids, np.split(idx[order], bounds))}
-            c = np.stack([xn[self.members[side][int(k)]].mean(0) for k in ids]) if len(ids) else np.zeros((0, x.shape[1]))
+            c = (
+                np.stack([xn[self.members[side][int(k)]].mean(0) for k in ids])
+                if len(ids)
+                else np.zeros((0, x.shape[1]))
+            )
             cents[side] = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
         self.row = {s: {int(c): k for k, c in enumerate(self.ids[s])} for s in SIDES}
         self.cos = cents["visible"] @ cents["infrared"].T  # (Cv, Ci)
         for a, b in p:
             for side, cid in (("visible", a), ("infrared", b)):
                 if int(cid) not in self.row[side]:
-                    raise ValueError(f"pairs: [{a}, {b}] names {side} cluster {cid}, which no {side} record has in labels")
+                    raise ValueError(
+                        f"pairs: [{a}, {b}] names {side} cluster {cid}, which no {side} record has in labels"
+                    )
         self.pairs = np.unique(p, axis=0) if len(p) else p
         self.pair_set = {(int(a), int(b)) for a, b in self.pairs}
         self.majority: dict[str, dict[int, int]] = {s: {} for s in SIDES}
@@ -219,9 +231,13 @@ class PseudoLabelInspector:
         if self.true_pids is None:
             self.sort.options = [k for k in SORT_KEYS if SORT_KEYS[k] != "purity"]
         self.sort.value = next(k for k, v in SORT_KEYS.items() if v == sort_by)
-        self.prev_button = W.Button(description="◀ previous", tooltip="previous cluster", layout=W.Layout(width="110px"))
+        self.prev_button = W.Button(
+            description="◀ previous", tooltip="previous cluster", layout=W.Layout(width="110px")
+        )
         self.next_button = W.Button(description="next ▶", tooltip="next cluster", layout=W.Layout(width="110px"))
-        self.position = W.BoundedIntText(value=1, min=1, max=len(self.entries), description="cluster", layout=W.Layout(width="170px"))
+        self.position = W.BoundedIntText(
+            value=1, min=1, max=len(self.entries), description="cluster", layout=W.Layout(width="170px")
+        )
         self.position_of = W.HTML()
         self.summary = W.HTML()
         self.info = W.HTML()
@@ -230,11 +246,19 @@ class PseudoLabelInspector:
         cell = f"{tw + 6}px"
         self.vis_thumbs = [self._new_thumb(W) for _ in range(self.page_size)]
         self.ir_thumbs = [self._new_thumb(W) for _ in range(self.page_size)]
-        grid_layout = dict(grid_template_columns=f"repeat({self.columns}, {cell})", grid_gap="2px", min_height=f"{th + 6}px")
+        grid_layout = dict(
+            grid_template_columns=f"repeat({self.columns}, {cell})", grid_gap="2px", min_height=f"{th + 6}px"
+        )
         self.vis_grid = W.GridBox(children=[], layout=W.Layout(**grid_layout))
         self.ir_grid = W.GridBox(children=[], layout=W.Layout(**grid_layout))
-        self.vis_prev_page, self.vis_next_page = W.Button(description="◀ page", layout=W.Layout(width="80px")), W.Button(description="page ▶", layout=W.Layout(width="80px"))
-        self.ir_prev_page, self.ir_next_page = W.Button(description="◀ page", layout=W.Layout(width="80px")), W.Button(description="page ▶", layout=W.Layout(width="80px"))
+        self.vis_prev_page, self.vis_next_page = (
+            W.Button(description="◀ page", layout=W.Layout(width="80px")),
+            W.Button(description="page ▶", layout=W.Layout(width="80px")),
+        )
+        self.ir_prev_page, self.ir_next_page = (
+            W.Button(description="◀ page", layout=W.Layout(width="80px")),
+            W.Button(description="page ▶", layout=W.Layout(width="80px")),
+        )
         self.vis_page, self.ir_page = W.HTML(), W.HTML()
         self.noise_vis_button = W.Button(description="flag visible as noise", layout=W.Layout(width="190px"))
         self.noise_ir_button = W.Button(description="flag infrared as noise", layout=W.Layout(width="190px"))
@@ -244,20 +268,29 @@ class PseudoLabelInspector:
         self.reset_button = W.Button(description="undo corrections here", layout=W.Layout(width="190px"))
         self.export_view = W.HTML()
 
-        panel = lambda head, grid, prev, nxt, page: W.VBox([head, grid, W.HBox([prev, page, nxt])], layout=W.Layout(width=f"{self.columns * (tw + 8) + 20}px", border="1px solid #ccc", padding="4px"))  # noqa: E731
-        self.widget = W.VBox([
-            W.HBox([self.sort, self.prev_button, self.position, self.position_of, self.next_button]),
-            self.summary,
-            self.info,
-            W.HBox([
-                panel(self.vis_header, self.vis_grid, self.vis_prev_page, self.vis_next_page, self.vis_page),
-                panel(self.ir_header, self.ir_grid, self.ir_prev_page, self.ir_next_page, self.ir_page),
-            ]),
-            self.alternatives,
-            W.HBox([self.noise_vis_button, self.noise_ir_button, self.reject_button]),
-            W.HBox([self.reassign_choice, self.reassign_button, self.reset_button]),
-            self.export_view,
-        ])
+        def panel(head, grid, prev, nxt, page):
+            return W.VBox(
+                [head, grid, W.HBox([prev, page, nxt])],
+                layout=W.Layout(width=f"{self.columns * (tw + 8) + 20}px", border="1px solid #ccc", padding="4px"),
+            )
+
+        self.widget = W.VBox(
+            [
+                W.HBox([self.sort, self.prev_button, self.position, self.position_of, self.next_button]),
+                self.summary,
+                self.info,
+                W.HBox(
+                    [
+                        panel(self.vis_header, self.vis_grid, self.vis_prev_page, self.vis_next_page, self.vis_page),
+                        panel(self.ir_header, self.ir_grid, self.ir_prev_page, self.ir_next_page, self.ir_page),
+                    ]
+                ),
+                self.alternatives,
+                W.HBox([self.noise_vis_button, self.noise_ir_button, self.reject_button]),
+                W.HBox([self.reassign_choice, self.reassign_button, self.reset_button]),
+                self.export_view,
+            ]
+        )
 
         self.sort.observe(lambda ch: self._resort(), names="value")
         self.position.observe(lambda ch: self._render(), names="value")
@@ -281,7 +314,14 @@ class PseudoLabelInspector:
     def from_epoch(cls, records: Sequence[Record], epoch_labels: Any, true_pids=None, **kw) -> "PseudoLabelInspector":
         """Inspector of a :class:`cmamlib.training.selftrain.EpochLabels` (its features,
         raw per-modality labels and raw pairs)."""
-        return cls(records, epoch_labels.features, epoch_labels.modality_labels(raw=True), epoch_labels.raw_pairs, true_pids, **kw)
+        return cls(
+            records,
+            epoch_labels.features,
+            epoch_labels.modality_labels(raw=True),
+            epoch_labels.raw_pairs,
+            true_pids,
+            **kw,
+        )
 
     @property
     def current(self) -> Entry:
@@ -319,7 +359,11 @@ class PseudoLabelInspector:
         key, other = (("visible", int(vis)), int(ir)) if anchor == "visible" else (("infrared", int(ir)), int(vis))
         self.forced.pop(key, None)
         # a forced pair replaces every pair holding either cluster (apply_overrides)
-        for k in [k for k, o in self.forced.items() if self._forced_pair(k, o)[0] == int(vis) or self._forced_pair(k, o)[1] == int(ir)]:
+        for k in [
+            k
+            for k, o in self.forced.items()
+            if self._forced_pair(k, o)[0] == int(vis) or self._forced_pair(k, o)[1] == int(ir)
+        ]:
             del self.forced[k]
         self.forced[key] = other
         self._render()
@@ -331,7 +375,11 @@ class PseudoLabelInspector:
         out: dict[str, Any] = {
             "noise_clusters": {"visible": sorted(nv), "infrared": sorted(ni)},
             "reject_pairs": [[a, b] for a, b in sorted(self.rejected) if a not in nv and b not in ni],
-            "force_pairs": [list(p) for p in (self._forced_pair(k, o) for k, o in self.forced.items()) if p[0] not in nv and p[1] not in ni],
+            "force_pairs": [
+                list(p)
+                for p in (self._forced_pair(k, o) for k, o in self.forced.items())
+                if p[0] not in nv and p[1] not in ni
+            ],
         }
         if self.epoch is not None:
             out["epochs"] = [int(self.epoch)]
@@ -367,7 +415,9 @@ class PseudoLabelInspector:
         }
         if self.true_pids is not None:
             out["pairs_correct"] = self._correct(sorted(self.pair_set))
-            out["pairs_correct_fraction"] = out["pairs_correct"] / max(len(self.pair_set), 1) if self.pair_set else float("nan")
+            out["pairs_correct_fraction"] = (
+                out["pairs_correct"] / max(len(self.pair_set), 1) if self.pair_set else float("nan")
+            )
             out["pairs_correct_after_corrections"] = self._correct(pairs_now)
         return out
 
@@ -386,21 +436,25 @@ class PseudoLabelInspector:
         order = np.argsort(-sims, kind="stable")[: max(k, 0)]
         return [(int(ids[j]), float(sims[j])) for j in order]
 
-    def snapshot(self, path: str | Path, n_clusters: int = 6, per_side: int = 8, start: int = 0, dpi: int = 100) -> Path:
+    def snapshot(
+        self, path: str | Path, n_clusters: int = 6, per_side: int = 8, start: int = 0, dpi: int = 100
+    ) -> Path:
         """Save a PNG (matplotlib) of ``n_clusters`` entries from position ``start`` of
         the current order: per row, up to ``per_side`` visible thumbnails, then up to
         ``per_side`` infrared thumbnails of the matched cluster, titled with ids, sizes,
         similarity, purity and the correction status. Returns the path."""
         import matplotlib.pyplot as plt
 
-        entries = self._order[start: start + n_clusters]
+        entries = self._order[start : start + n_clusters]
         if not entries:
             raise ValueError(f"snapshot: no entry at position {start} ({len(self._order)} entries)")
         th, tw = self.thumb_size
         pad, gap = 2, 12
         strip_w = 2 * per_side * (tw + pad) + gap
         scale = 1.25 / dpi  # inches per thumbnail pixel: thumbnails at about 1.25x their size
-        fig, axes = plt.subplots(len(entries), 1, figsize=(strip_w * scale + 0.3, len(entries) * ((th + pad) * scale + 0.3)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(entries), 1, figsize=(strip_w * scale + 0.3, len(entries) * ((th + pad) * scale + 0.3)), squeeze=False
+        )
         for r, e in enumerate(entries):
             vis_id, ir_id = self._vis_shown(e), self._partner_shown(e)
             strip = np.full((th + pad, strip_w, 3), 255, dtype=np.uint8)
@@ -409,17 +463,20 @@ class PseudoLabelInspector:
                     continue
                 for j, i in enumerate(self.members[side][cid][:per_side]):
                     x = x0 + j * (tw + pad)
-                    strip[1: th + 1, x + 1: x + tw + 1] = self._thumb_array(int(i))
+                    strip[1 : th + 1, x + 1 : x + tw + 1] = self._thumb_array(int(i))
                     if self.true_pids is not None and self.true_pids[i] != self.majority[side][cid]:
-                        strip[:, x: x + tw + 2][[0, -1]] = (220, 0, 0)  # red frame: not the majority id
+                        strip[:, x : x + tw + 2][[0, -1]] = (220, 0, 0)  # red frame: not the majority id
                         strip[:, [x, x + tw + 1]] = (220, 0, 0)
             ax = axes[r, 0]
             ax.imshow(strip)
             ax.axis("off")
             ax.set_title(self._row_title(e, ir_id), loc="left", fontsize=7)
-        fig.suptitle(f"{len(self.ids['visible'])} visible / {len(self.ids['infrared'])} infrared clusters, sorted by "
-                     f"{SORT_KEYS[self.sort.value]}; left: visible cluster, right: its matched infrared cluster"
-                     + ("; red frame: not the cluster's majority id" if self.true_pids is not None else ""), fontsize=8)
+        fig.suptitle(
+            f"{len(self.ids['visible'])} visible / {len(self.ids['infrared'])} infrared clusters, sorted by "
+            f"{SORT_KEYS[self.sort.value]}; left: visible cluster, right: its matched infrared cluster"
+            + ("; red frame: not the cluster's majority id" if self.true_pids is not None else ""),
+            fontsize=8,
+        )
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,7 +491,13 @@ class PseudoLabelInspector:
 
     def _new_thumb(self, W):
         th, tw = self.thumb_size
-        return W.Image(value=b"", format="jpeg", width=tw, height=th, layout=W.Layout(width=f"{tw + 4}px", height=f"{th + 4}px", border="2px solid transparent"))
+        return W.Image(
+            value=b"",
+            format="jpeg",
+            width=tw,
+            height=th,
+            layout=W.Layout(width=f"{tw + 4}px", height=f"{th + 4}px", border="2px solid transparent"),
+        )
 
     def _check_cluster(self, side: str, cid: int) -> None:
         if side not in SIDES:
@@ -450,7 +513,9 @@ class PseudoLabelInspector:
         return int(sum(mv[int(a)] == mi[int(b)] for a, b in pairs))
 
     def _entry_size(self, e: Entry) -> int:
-        return (len(self.members["visible"][e.vis]) if e.vis is not None else 0) + (len(self.members["infrared"][e.ir]) if e.ir is not None else 0)
+        return (len(self.members["visible"][e.vis]) if e.vis is not None else 0) + (
+            len(self.members["infrared"][e.ir]) if e.ir is not None else 0
+        )
 
     def _entry_purity(self, e: Entry) -> float:
         vals = [self.purity[s][c] for s, c in (("visible", e.vis), ("infrared", e.ir)) if c is not None]
@@ -570,7 +635,9 @@ class PseudoLabelInspector:
     def _render_side(self, side: str, cid: int | None, keep_page: bool = False) -> None:
         grid, pool = (self.vis_grid, self.vis_thumbs) if side == "visible" else (self.ir_grid, self.ir_thumbs)
         header, page_lbl = (self.vis_header, self.vis_page) if side == "visible" else (self.ir_header, self.ir_page)
-        prev_b, next_b = (self.vis_prev_page, self.vis_next_page) if side == "visible" else (self.ir_prev_page, self.ir_next_page)
+        prev_b, next_b = (
+            (self.vis_prev_page, self.vis_next_page) if side == "visible" else (self.ir_prev_page, self.ir_next_page)
+        )
         if not keep_page or self._shown[side] != cid:
             self._pages[side] = 0
         self._shown[side] = cid
@@ -583,7 +650,7 @@ class PseudoLabelInspector:
         m = self.members[side][cid]
         pages = max(1, -(-len(m) // self.page_size))
         pg = self._pages[side]
-        shown = m[pg * self.page_size: (pg + 1) * self.page_size]
+        shown = m[pg * self.page_size : (pg + 1) * self.page_size]
         maj = self.majority[side].get(cid)
         for w, i in zip(pool, shown):
             # no ``tooltip`` on Image widgets: the JupyterLab ImageView (jupyterlab_widgets 3.0)
@@ -605,17 +672,29 @@ class PseudoLabelInspector:
         self.position_of.value = f"&nbsp;of {len(self._order)}&nbsp;"
         self.prev_button.disabled = self.position.value <= 1
         self.next_button.disabled = self.position.value >= len(self._order)
-        summ = (f"{st['visible_clusters']} visible / {st['infrared_clusters']} infrared clusters, {st['pairs']} matched pairs "
-                f"({st['pairs_after_corrections']} after corrections); corrections: {st['noise_flags']} noise, "
-                f"{st['rejected']} rejected, {st['reassigned']} reassigned")
+        summ = (
+            f"{st['visible_clusters']} visible / {st['infrared_clusters']} "
+            f"infrared clusters, {st['pairs']} matched pairs "
+            f"({st['pairs_after_corrections']} after corrections); corrections: {st['noise_flags']} noise, "
+            f"{st['rejected']} rejected, {st['reassigned']} reassigned"
+        )
         if self.true_pids is not None and st["pairs"]:
-            summ += f"; correct pairs (true ids) {st['pairs_correct']}/{st['pairs']} → {st['pairs_correct_after_corrections']}/{st['pairs_after_corrections']}"
+            summ += (
+                f"; correct pairs (true ids) {st['pairs_correct']}/{st['pairs']} → "
+                f"{st['pairs_correct_after_corrections']}/{st['pairs_after_corrections']}"
+            )
         self.summary.value = f"<small>{summ}</small>"
-        sim = f"centroid cosine similarity <b>{self.similarity(vis, ir):.3f}</b>" if (vis is not None and ir is not None) else "no match"
+        sim = (
+            f"centroid cosine similarity <b>{self.similarity(vis, ir):.3f}</b>"
+            if (vis is not None and ir is not None)
+            else "no match"
+        )
         corr = ""
         if self.true_pids is not None and vis is not None and ir is not None:
             ok = self.majority["visible"][vis] == self.majority["infrared"][ir]
-            corr = " · pair <b style='color:%s'>%s</b> (majority ids)" % (("#080", "correct") if ok else ("#c00", "wrong"))
+            corr = " · pair <b style='color:%s'>%s</b> (majority ids)" % (
+                ("#080", "correct") if ok else ("#c00", "wrong")
+            )
         self.info.value = f"{sim}{corr} · <i>{html.escape(self._status(e, vis, ir, pairs_now_set))}</i>"
         self._render_side("visible", vis)
         self._render_side("infrared", ir)
@@ -665,7 +744,11 @@ class PseudoLabelInspector:
             pick = next((oid for _, oid in opts if oid != current_other), opts[0][1])
             self.reassign_choice.value = pick
         self.reassign_button.disabled = not opts
-        self.export_view.value = "<details><summary>label_overrides (export)</summary><pre>" + html.escape(json.dumps(self.export())) + "</pre></details>"
+        self.export_view.value = (
+            "<details><summary>label_overrides (export)</summary><pre>"
+            + html.escape(json.dumps(self.export()))
+            + "</pre></details>"
+        )
 
     def _toggle_noise(self, side: str) -> None:
         e = self.current
@@ -700,7 +783,12 @@ class PseudoLabelInspector:
         self.forced.pop(e.anchor, None)
         if e.vis is not None and e.ir is not None:
             self.rejected.discard((e.vis, e.ir))
-        for side, cid in (("visible", self._vis_shown(e)), ("infrared", self._partner_shown(e)), ("visible", e.vis), ("infrared", e.ir)):
+        for side, cid in (
+            ("visible", self._vis_shown(e)),
+            ("infrared", self._partner_shown(e)),
+            ("visible", e.vis),
+            ("infrared", e.ir),
+        ):
             if cid is not None:
                 self.noise[side].discard(cid)
         self._render()

@@ -8,8 +8,15 @@ def check(m):
     assert [r["stage"] for r in m["rows"]] == STAGES
     for r in m["rows"]:
         assert r["centroid_gap_ratio"] >= 0
-        for k in ("nn_acc_ir_to_vis", "nn_acc_vis_to_ir", "nn_acc_mean", "probe_balanced_accuracy", "probe_accuracy",
-                  "all_R1", "all_mAP"):
+        for k in (
+            "nn_acc_ir_to_vis",
+            "nn_acc_vis_to_ir",
+            "nn_acc_mean",
+            "probe_balanced_accuracy",
+            "probe_accuracy",
+            "all_R1",
+            "all_mAP",
+        ):
             assert 0.0 <= r[k] <= 1.0, (r["stage"], k, r[k])
         for k in ("silhouette_modality", "silhouette_identity"):
             assert -1.0 <= r[k] <= 1.0, (r["stage"], k, r[k])

@@ -175,8 +175,15 @@ def test_modality_gap_keys_strings_and_subsampled_silhouette():
     a = modality_gap(x, m, p, seed=0)
     b = modality_gap(x, names, p, seed=0)
     assert a == b
-    for k in ("centroid_gap_ratio", "nn_acc_ir_to_vis", "nn_acc_vis_to_ir", "nn_acc_mean", "probe_balanced_accuracy",
-              "silhouette_modality", "silhouette_identity"):
+    for k in (
+        "centroid_gap_ratio",
+        "nn_acc_ir_to_vis",
+        "nn_acc_vis_to_ir",
+        "nn_acc_mean",
+        "probe_balanced_accuracy",
+        "silhouette_modality",
+        "silhouette_identity",
+    ):
         assert k in a and np.isfinite(a[k])
     assert a["n"] == len(x) and a["n_ids"] == 20 and a["n_visible"] == a["n_infrared"] == 120
     sub = silhouettes(x, m, p, max_samples=100, seed=0)

@@ -9,8 +9,9 @@ import pytest
 from cmamlib import calibration
 from cmamlib.training.supervised import SupervisedConfig
 
-TINY = SupervisedConfig(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1, iters_per_epoch=2,
-                        device="cpu")
+TINY = SupervisedConfig(
+    width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1, iters_per_epoch=2, device="cpu"
+)
 
 
 def test_model_configs_are_the_documented_recipes():
@@ -26,14 +27,28 @@ def test_model_configs_are_the_documented_recipes():
 def test_run_calibration_with_a_probe_config(tiny_data):
     root = tiny_data / "SYSU-MM01-synth"
     probe = replace(calibration.model_config("visible_infrared", TINY), epochs=2)
-    res = calibration.run_calibration(root, seeds=(0,), config=TINY, models=("visible_infrared",), trials=2,
-                                      progress=False, model_configs={"visible_infrared": probe})
+    res = calibration.run_calibration(
+        root,
+        seeds=(0,),
+        config=TINY,
+        models=("visible_infrared",),
+        trials=2,
+        progress=False,
+        model_configs={"visible_infrared": probe},
+    )
     assert set(res["summary"]) == {"visible_infrared"} and "d" in res["checks"]
     assert 0 <= res["summary"]["visible_infrared"]["mAP"]["mean"] <= 1
     assert [r["protocol"] for r in res["table"]] == ["SYSU all-search IR->V", "SYSU indoor-search IR->V"]
     with pytest.raises(ValueError, match=r"model_configs\['visible_infrared'\].image_size"):
-        calibration.run_calibration(root, seeds=(0,), config=TINY, models=("visible_infrared",), trials=2, progress=False,
-                                    model_configs={"visible_infrared": replace(probe, image_size=(64, 32))})
+        calibration.run_calibration(
+            root,
+            seeds=(0,),
+            config=TINY,
+            models=("visible_infrared",),
+            trials=2,
+            progress=False,
+            model_configs={"visible_infrared": replace(probe, image_size=(64, 32))},
+        )
 
 
 def test_calibration_models_are_cached_and_reloaded(tiny_data, tmp_path, monkeypatch):

@@ -64,11 +64,21 @@ def test_table_counts_and_json(tiny_data, capsys, tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     train = summarize(read_sysu_mm01(root, "train"))
-    assert report["rows"][0] == {"split": "train", "ids": train["ids"], "visible": train["visible_images"],
-                                 "infrared": train["infrared_images"]}
+    assert report["rows"][0] == {
+        "split": "train",
+        "ids": train["ids"],
+        "visible": train["visible_images"],
+        "infrared": train["infrared_images"],
+    }
     assert report["ok"] and not report["problems"] and report["fatal"] is None
     diffs = {(d["split"], d["column"]) for d in report["differences"]}
-    assert diffs == {("train", "ids"), ("train", "visible"), ("train", "infrared"), ("test", "ids"), ("test", "infrared")}
+    assert diffs == {
+        ("train", "ids"),
+        ("train", "visible"),
+        ("train", "infrared"),
+        ("test", "ids"),
+        ("test", "infrared"),
+    }
     assert "official-protocol files present" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("train"))
     assert f"{train['ids']} * (395)" in line and "(22,258)" in line and "(11,909)" in line
@@ -117,7 +127,7 @@ def test_mis_named_market_file_and_sysu_mm02_missing_entry(tiny_data, capsys, tm
     gone = sorted(root.glob("test/ir/*.jpg"))[0]
     gone.unlink()
     code, out = run(capsys, "sysu-mm02", str(root))
-    assert code == 1 and f"test_ir.txt line" in out and str(gone) in out
+    assert code == 1 and "test_ir.txt line" in out and str(gone) in out
 
 
 def test_first_20_problems_then_a_count(tiny_data, capsys, tmp_path):
@@ -158,7 +168,11 @@ def test_python_dash_m_entry_point(tiny_data):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run(
         [sys.executable, "-m", "cmamlib", "check-data", "regdb", str(tiny_data / "RegDB-synth"), "--no-progress"],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all trials" in proc.stdout
@@ -174,21 +188,34 @@ def test_presets_resolve_and_paper_values():
     from cmamlib.training.cmam import CMAMConfig
     from cmamlib.training.selftrain import SelfTrainConfig
 
-    assert list(PRESETS) == ["smoke", "cpu-default", "cpu-long", "paper-sysu-mm01", "paper-regdb", "paper-sysu-mm02",
-                             "paper-llcm"]
+    assert list(PRESETS) == [
+        "smoke",
+        "cpu-default",
+        "cpu-long",
+        "paper-sysu-mm01",
+        "paper-regdb",
+        "paper-sysu-mm02",
+        "paper-llcm",
+    ]
     cpu = load_config("cpu-default")
     assert cpu.stage1 == CMAMConfig() and cpu.stage2 == SelfTrainConfig() and cpu.data.synthetic
     long = load_config("cpu-long")  # cpu-default but for the fields its comment explains
     assert long.stage1 == replace(CMAMConfig(), gray_mode="luma", sim_weight=0.05)
-    assert long.stage2 == replace(SelfTrainConfig(), epochs=24, gray_mode="luma", temperature=0.1, k1=5, k2=3,
-                                  min_samples=2, eps=0.5)
+    assert long.stage2 == replace(
+        SelfTrainConfig(), epochs=24, gray_mode="luma", temperature=0.1, k1=5, k2=3, min_samples=2, eps=0.5
+    )
     smoke = load_config("smoke")
     assert smoke.stage1.width == smoke.stage2.width == 8 and smoke.stage1.image_size == (32, 16)
-    sizes = {"paper-sysu-mm01": (384, 128), "paper-regdb": (384, 128), "paper-sysu-mm02": (288, 144), "paper-llcm": (288, 144)}
+    sizes = {
+        "paper-sysu-mm01": (384, 128),
+        "paper-regdb": (384, 128),
+        "paper-sysu-mm02": (288, 144),
+        "paper-llcm": (288, 144),
+    }
     for name, size in sizes.items():
         c = load_config(name)
         assert c.require_pretrained and c.stage1.pretrained is None and not c.data.synthetic
-        assert c.data.target == name[len("paper-"):] and c.data.source == "market-1501"
+        assert c.data.target == name[len("paper-") :] and c.data.source == "market-1501"
         for s in (c.stage1, c.stage2):
             assert (s.arch, s.width, s.last_stride, s.image_size, s.amp) == ("resnet50", 64, 1, size, True)
             assert (s.k1, s.k2, s.min_samples) == (30, 6, 4)
@@ -203,11 +230,33 @@ def test_presets_resolve_and_paper_values():
 def test_overrides_are_typed_and_errors_name_the_key():
     from cmamlib.presets import ConfigError, load_config
 
-    c = load_config("smoke", ["stage2.eps=0.45", "stage1.image_size=64x32", "stage1.augment.erasing=0",
-                              "init_from=runs/s1", "stage2.kmeans_k=[400,395]", "stage2.match_threshold=none",
-                              "stage1.lr=1e-4", "data.target=RegDB", "stage1.sync_bn=true", "stage2.iters_per_epoch=null"])
-    assert (c.stage2.eps, c.stage1.image_size, c.stage1.augment.erasing, c.init_from) == (0.45, (64, 32), 0.0, "runs/s1")
-    assert (c.stage2.kmeans_k, c.stage2.match_threshold, c.stage1.lr, c.data.target) == ((400, 395), None, 1e-4, "regdb")
+    c = load_config(
+        "smoke",
+        [
+            "stage2.eps=0.45",
+            "stage1.image_size=64x32",
+            "stage1.augment.erasing=0",
+            "init_from=runs/s1",
+            "stage2.kmeans_k=[400,395]",
+            "stage2.match_threshold=none",
+            "stage1.lr=1e-4",
+            "data.target=RegDB",
+            "stage1.sync_bn=true",
+            "stage2.iters_per_epoch=null",
+        ],
+    )
+    assert (c.stage2.eps, c.stage1.image_size, c.stage1.augment.erasing, c.init_from) == (
+        0.45,
+        (64, 32),
+        0.0,
+        "runs/s1",
+    )
+    assert (c.stage2.kmeans_k, c.stage2.match_threshold, c.stage1.lr, c.data.target) == (
+        (400, 395),
+        None,
+        1e-4,
+        "regdb",
+    )
     assert c.stage1.sync_bn is True and c.stage2.iters_per_epoch is None
     assert c.data.root("target", "d") == Path("d/RegDB-synth")
     cases = {
@@ -236,7 +285,13 @@ def test_yaml_config_with_base_and_saved_config_roundtrip(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("base: smoke\nstage1:\n  epochs: 3\n  lr: 3.5e-4\nstage2:\n  eps: 0.45\ndata:\n  cache_dir: /tmp/c\n")
     c = load_config(str(f), ["stage2.eps=0.5"])
-    assert (c.stage1.epochs, c.stage1.lr, c.stage2.eps, c.stage1.width, c.data.cache_dir) == (3, 3.5e-4, 0.5, 8, "/tmp/c")
+    assert (c.stage1.epochs, c.stage1.lr, c.stage2.eps, c.stage1.width, c.data.cache_dir) == (
+        3,
+        3.5e-4,
+        0.5,
+        8,
+        "/tmp/c",
+    )
     assert c.preset == str(f)
     save_config(c, tmp_path / "config.yaml", {"command": "x"})
     assert read_config(tmp_path / "config.yaml") == c
@@ -251,10 +306,19 @@ def test_yaml_config_with_base_and_saved_config_roundtrip(tmp_path):
 
 
 def _cli(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "cmamlib", *argv], capture_output=True, text=True, env=env,
-                          cwd=Path(__file__).resolve().parents[1], timeout=timeout)
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cmamlib", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +330,18 @@ def smoke_runs(tiny_data, tmp_path_factory):
     assert p1.returncode == 0, p1.stdout + p1.stderr
     p2 = _cli("train", "stage2", *common, "--out", str(out / "s2"), f"init_from={out / 's1'}", "stage2.eps=0.5")
     assert p2.returncode == 0, p2.stdout + p2.stderr
-    pe = _cli("evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
-              str(out / "s2"), "--reports", str(out / "reports"), "--no-progress")
+    pe = _cli(
+        "evaluate",
+        "--dataset",
+        "sysu-mm01",
+        "--root",
+        str(tiny_data / "SYSU-MM01-synth"),
+        "--checkpoint",
+        str(out / "s2"),
+        "--reports",
+        str(out / "reports"),
+        "--no-progress",
+    )
     assert pe.returncode == 0, pe.stdout + pe.stderr
     return out, (p1, p2, pe)
 
@@ -345,9 +419,25 @@ def test_train_usage_errors(tiny_data, tmp_path, capsys):
     assert "paper-sysu-mm01" in capsys.readouterr().out
     assert main(["train", "stage1", "--config", "smoke", "--out", str(tmp_path), "stage1.epochs=zero"]) == 2
     assert "stage1.epochs='zero': expected int" in capsys.readouterr().err
-    assert main(["train", "stage1", "--config", "paper-sysu-mm01", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "stage1",
+                "--config",
+                "paper-sysu-mm01",
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "stage1.pretrained=/path/to/resnet50.pth" in capsys.readouterr().err
-    assert main(["train", "stage1", "--config", "smoke", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    assert (
+        main(["train", "stage1", "--config", "smoke", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    )
     assert "Market-1501-synth" in capsys.readouterr().err  # the missing dataset folder is named
     with pytest.raises(SystemExit):
         main(["evaluate", "--dataset", "cuhk03", "--root", "x", "--checkpoint", "y"])
@@ -356,18 +446,60 @@ def test_train_usage_errors(tiny_data, tmp_path, capsys):
 def test_evaluate_stage1_official_and_other_datasets(smoke_runs, tiny_data, capsys):
     out, _ = smoke_runs
     rep = out / "reports"
-    code = main(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
-                 str(out / "s1" / "checkpoint.pt"), "--protocol", "official", "--reports", str(rep), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            "sysu-mm01",
+            "--root",
+            str(tiny_data / "SYSU-MM01-synth"),
+            "--checkpoint",
+            str(out / "s1" / "checkpoint.pt"),
+            "--protocol",
+            "official",
+            "--reports",
+            str(rep),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "sysu-official/all" in capsys.readouterr().out
     m = json.loads((rep / "eval_s1_sysu-mm01_official" / "metrics.json").read_text())
     assert m["stage"] == "stage1" and m["results"]["all"]["info"]["protocol"] == "official"
-    code = main(["evaluate", "--dataset", "regdb", "--root", str(tiny_data / "RegDB-synth"), "--checkpoint",
-                 str(out / "s2"), "--reports", str(rep), "--no-progress", "--name", "regdb_eval"])
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            "regdb",
+            "--root",
+            str(tiny_data / "RegDB-synth"),
+            "--checkpoint",
+            str(out / "s2"),
+            "--reports",
+            str(rep),
+            "--no-progress",
+            "--name",
+            "regdb_eval",
+        ]
+    )
     assert code == 0
     m = json.loads((rep / "regdb_eval" / "metrics.json").read_text())
     assert set(m["results"]) == {"visible_to_thermal", "thermal_to_visible"} and m["trial"] == 1
-    code = main(["evaluate", "--dataset", "regdb", "--root", str(tiny_data / "RegDB-synth"), "--checkpoint",
-                 str(out / "s2"), "--protocol", "official", "--reports", str(rep), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            "regdb",
+            "--root",
+            str(tiny_data / "RegDB-synth"),
+            "--checkpoint",
+            str(out / "s2"),
+            "--protocol",
+            "official",
+            "--reports",
+            str(rep),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "exists for sysu-mm01 only" in capsys.readouterr().err
 
 
@@ -427,8 +559,20 @@ def test_a_checkpoint_that_runs_code_is_refused(smoke_runs, tiny_data, tmp_path,
     with pytest.raises(UnsafeCheckpointError, match="refused to load") as e:
         load_checkpoint(bad / "checkpoint.pt")
     assert str(bad / "checkpoint.pt") in str(e.value)
-    rc = main(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
-               str(bad), "--reports", str(tmp_path / "reports"), "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--dataset",
+            "sysu-mm01",
+            "--root",
+            str(tiny_data / "SYSU-MM01-synth"),
+            "--checkpoint",
+            str(bad),
+            "--reports",
+            str(tmp_path / "reports"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and f"{bad / 'checkpoint.pt'}: refused to load" in err, err
     common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]

@@ -236,13 +236,16 @@ def test_cluster_majority_against_loop():
     got = cluster_majority(lab, true)
     want = {}
     for c in sorted(set(lab[lab >= 0].tolist())):  # the obvious way: count every identity in the cluster
-        members = [int(t) for t, l in zip(true, lab) if l == c]
+        members = [int(t) for t, lb in zip(true, lab) if lb == c]
         counts = {t: members.count(t) for t in sorted(set(members))}
         top = max(counts.values())
         major = min(t for t, n in counts.items() if n == top)
         want[c] = (major, top, len(members))
     assert got == want
-    assert cluster_majority(np.array([0, 0, 1, 1]), np.array([7, 3, 5, 5])) == {0: (3, 1, 2), 1: (5, 2, 2)}  # tie -> smallest id
+    assert cluster_majority(np.array([0, 0, 1, 1]), np.array([7, 3, 5, 5])) == {
+        0: (3, 1, 2),
+        1: (5, 2, 2),
+    }  # tie -> smallest id
     assert cluster_majority(np.array([-1, -1]), np.array([1, 2])) == {}
 
 

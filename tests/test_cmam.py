@@ -14,8 +14,19 @@ from cmamlib.training.loop import StopTraining
 from cmamlib.utils import load_checkpoint
 
 SMOKE = CMAMConfig(
-    width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=2, k1=6, k2=3, eps=0.5,
-    min_samples=2, eval_batch_size=64, kl_start_fraction=0.5, device="cpu", iters_per_epoch=4,
+    width=8,
+    image_size=(32, 16),
+    batch_size=16,
+    num_instances=4,
+    epochs=2,
+    k1=6,
+    k2=3,
+    eps=0.5,
+    min_samples=2,
+    eval_batch_size=64,
+    kl_start_fraction=0.5,
+    device="cpu",
+    iters_per_epoch=4,
 )
 
 
@@ -175,15 +186,22 @@ def test_label_file_labels_every_epoch_and_errors(source, tmp_path):
     assert res.labels.tolist() == want
     write_label_file(path, recs, pids)  # the file changes under a finished run: not the same run
     with pytest.raises(ValueError, match="label_file .* changed"):
-        run_cmam(replace(SMOKE, label_file=str(path)), recs, imgs, run_dir=tmp_path / "run", resume=True, progress=False)
+        run_cmam(
+            replace(SMOKE, label_file=str(path)), recs, imgs, run_dir=tmp_path / "run", resume=True, progress=False
+        )
     for row in res.history:
         assert row["labels_clusters"] == len(seen) and row["label_file_sha256"]
         assert row["labels_purity"] == pytest.approx(1.0)
     assert res.history[-1]["kl_on"]
     # paths relative to the dataset root match too; rows in any order
     rel = tmp_path / "rel.csv"
-    rel.write_text("path,label\n" + "".join(f"bounding_box_train/{r.path.rsplit('/', 1)[-1]},{y}\n" for r, y in reversed(list(zip(recs, given)))))
-    assert read_label_file(rel, recs).tolist() != [] and (read_label_file(rel, recs) >= 0).sum() == sum(y >= 0 for y in given)
+    rel.write_text(
+        "path,label\n"
+        + "".join(f"bounding_box_train/{r.path.rsplit('/', 1)[-1]},{y}\n" for r, y in reversed(list(zip(recs, given))))
+    )
+    assert read_label_file(rel, recs).tolist() != [] and (read_label_file(rel, recs) >= 0).sum() == sum(
+        y >= 0 for y in given
+    )
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         run_cmam(replace(SMOKE, label_file=str(tmp_path / "nope.csv")), recs, imgs, progress=False)
     bad = tmp_path / "bad.csv"

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +72,10 @@ def test_gray_view_of_a_shard_equals_the_full_pass():
     whole set gets in one pass, so sharded feature extraction changes no feature."""
     x = torch.rand(300, 3, 8, 4)
     full_tf = gray_transform("random_channel", seed=5)
-    full = torch.cat([full_tf(x[s:s + 64]) for s in range(0, 300, 64)])
+    full = torch.cat([full_tf(x[s : s + 64]) for s in range(0, 300, 64)])
     lo, hi = dist.extraction_shard(300, 64, 1, 2)
     tf = gray_transform("random_channel", seed=5, skip=lo)
-    part = torch.cat([tf(x[s:s + 64]) for s in range(lo, hi, 64)])
+    part = torch.cat([tf(x[s : s + 64]) for s in range(lo, hi, 64)])
     assert torch.equal(part, full[lo:hi])
 
 
@@ -124,15 +123,32 @@ def _one_step(stage: int, distributed: bool) -> dict:
         y_local = y
     ta, tb = dist.wrap_ddp(a, dev), dist.wrap_ddp(b, dev)
     if stage == 1:
-        terms = cmam._step_losses(cfg, x, xg, y_local, y_local, ta, tb, ma, mb, None, None, SymmetricKL(),
-                                  SimilarityMatrixLoss("sum"), TripletLoss(), True, dev)
+        terms = cmam._step_losses(
+            cfg,
+            x,
+            xg,
+            y_local,
+            y_local,
+            ta,
+            tb,
+            ma,
+            mb,
+            None,
+            None,
+            SymmetricKL(),
+            SimilarityMatrixLoss("sum"),
+            TripletLoss(),
+            True,
+            dev,
+        )
         loss = sum(v for k, v in terms.items() if not k.startswith("_"))
         loss.backward()
         cmam._update_memories(ma, mb, terms)
         logged = {k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")}
     else:
-        terms, upd = selftrain._step_losses(cfg, x, xg, y_local, ta, tb, ma, mb, None, None, SymmetricKL(),
-                                            DistanceMatrixLoss(), dev)
+        terms, upd = selftrain._step_losses(
+            cfg, x, xg, y_local, ta, tb, ma, mb, None, None, SymmetricKL(), DistanceMatrixLoss(), dev
+        )
         loss = sum(terms.values())
         loss.backward()
         ma.update(upd[0], y)
@@ -140,21 +156,30 @@ def _one_step(stage: int, distributed: bool) -> dict:
         logged = {k: float(v.detach()) for k, v in terms.items()}
     return {
         "loss": dist.all_reduce_mean(logged),
-        "grads": {f"{n}.{k}": p.grad.clone() for n, m in (("a", a), ("b", b)) for k, p in m.named_parameters() if p.grad is not None},
-        "buffers": {f"{n}.{k}": v.clone() for n, m in (("a", a), ("b", b)) for k, v in m.state_dict().items() if "running" in k},
+        "grads": {
+            f"{n}.{k}": p.grad.clone()
+            for n, m in (("a", a), ("b", b))
+            for k, p in m.named_parameters()
+            if p.grad is not None
+        },
+        "buffers": {
+            f"{n}.{k}": v.clone() for n, m in (("a", a), ("b", b)) for k, v in m.state_dict().items() if "running" in k
+        },
         "memories": [ma.features.clone(), mb.features.clone()],
     }
 
 
 def _step_worker(rank: int, world: int, port: int, stage: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     assert dist.init_from_env("cpu")
     try:
         res = _one_step(stage, distributed=True)
-        hashes = dist.all_gather_object(dist.state_hash({"g": torch.nn.ParameterList(
-            [torch.nn.Parameter(t) for t in res["grads"].values()])}))
+        hashes = dist.all_gather_object(
+            dist.state_hash({"g": torch.nn.ParameterList([torch.nn.Parameter(t) for t in res["grads"].values()])})
+        )
         if rank == 0:
             torch.save({**res, "grad_hashes": hashes}, out)
         torch.distributed.barrier()  # both ranks leave together
@@ -199,11 +224,27 @@ def test_ddp_step_equals_single_process_step(stage, tmp_path):
 
 
 def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600, threads: int = 1) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "cmamlib", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(torchrun),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "cmamlib",
+            *args,
+        ]
     else:
         cmd = [sys.executable, "-m", "cmamlib", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
@@ -211,8 +252,15 @@ def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 600, threads: int
     return proc
 
 
-def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool, threads: int = 1, extra: tuple = (),
-              stage2_from: Path | None = None) -> dict:
+def _pipeline(
+    tiny_data: Path,
+    out: Path,
+    nproc: int,
+    sync_bn: bool,
+    threads: int = 1,
+    extra: tuple = (),
+    stage2_from: Path | None = None,
+) -> dict:
     """train stage1 -> train stage2 (init_from) -> evaluate, with `nproc` processes
     (0: plain ``python -m cmamlib``). ``stage2_from``: start stage 2 from that stage-1
     run folder instead of this pipeline's own."""
@@ -220,10 +268,27 @@ def _pipeline(tiny_data: Path, out: Path, nproc: int, sync_bn: bool, threads: in
     flags = [f"stage1.sync_bn={sync_bn}", f"stage2.sync_bn={sync_bn}", *extra]
     _cli(["train", "stage1", *common, "--out", str(out / "s1"), *flags], torchrun=nproc, threads=threads)
     init = stage2_from if stage2_from is not None else out / "s1"
-    _cli(["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={init}", *flags], torchrun=nproc,
-         threads=threads)
-    _cli(["evaluate", "--dataset", "sysu-mm01", "--root", str(tiny_data / "SYSU-MM01-synth"), "--checkpoint",
-          str(out / "s2"), "--reports", str(out / "reports"), "--name", "eval", "--no-progress"])
+    _cli(
+        ["train", "stage2", *common, "--out", str(out / "s2"), f"init_from={init}", *flags],
+        torchrun=nproc,
+        threads=threads,
+    )
+    _cli(
+        [
+            "evaluate",
+            "--dataset",
+            "sysu-mm01",
+            "--root",
+            str(tiny_data / "SYSU-MM01-synth"),
+            "--checkpoint",
+            str(out / "s2"),
+            "--reports",
+            str(out / "reports"),
+            "--name",
+            "eval",
+            "--no-progress",
+        ]
+    )
     logs = {s: [json.loads(ln) for ln in (out / s / "log.jsonl").read_text().splitlines()] for s in ("s1", "s2")}
     metrics = json.loads((out / "reports" / "eval" / "metrics.json").read_text())
     weights = load_checkpoint(out / "s2" / "checkpoint.pt")
@@ -287,8 +352,9 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     (investigations/ddp_divergence.md).
     """
     one = _pipeline(tiny_data, tmp_path / "one", 0, sync_bn=True, extra=WEIGHT_EQUIV)
-    two = _pipeline(tiny_data, tmp_path / "two", 2, sync_bn=True, extra=WEIGHT_EQUIV,
-                    stage2_from=tmp_path / "one" / "s1")
+    two = _pipeline(
+        tiny_data, tmp_path / "two", 2, sync_bn=True, extra=WEIGHT_EQUIV, stage2_from=tmp_path / "one" / "s1"
+    )
     for s in ("s1", "s2"):
         rows, ref = two["logs"][s], one["logs"][s]
         assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref] == [0, 1]  # one log, written by rank 0 only
@@ -333,8 +399,21 @@ def test_torchrun_resumes_a_run_started_in_one_process(tiny_data, tmp_path):
     with pytest.raises(StopTraining):
         run_cmam(cfg.stage1, records, images, run_dir=out, progress=False, on_epoch_end=kill)
     full = run_cmam(cfg.stage1, records, images, progress=False)
-    _cli(["train", "stage1", "--config", "smoke", "--data-root", str(tiny_data), "--no-progress", "--out", str(out),
-          *flags], torchrun=2)
+    _cli(
+        [
+            "train",
+            "stage1",
+            "--config",
+            "smoke",
+            "--data-root",
+            str(tiny_data),
+            "--no-progress",
+            "--out",
+            str(out),
+            *flags,
+        ],
+        torchrun=2,
+    )
     rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
     assert "rank_state_hashes" not in rows[0] and rows[1]["world_size"] == 2
@@ -352,8 +431,21 @@ def test_torchrun_stage1_with_two_forwards_per_view(tiny_data, tmp_path):
     gray, as the authors' code): under ``torchrun --nproc_per_node 2`` it trains and the
     ranks stay identical."""
     out = tmp_path / "s1"
-    _cli(["train", "stage1", "--config", "smoke", "--data-root", str(tiny_data), "--no-progress", "--out", str(out),
-          "stage1.view_forward=separate"], torchrun=2)
+    _cli(
+        [
+            "train",
+            "stage1",
+            "--config",
+            "smoke",
+            "--data-root",
+            str(tiny_data),
+            "--no-progress",
+            "--out",
+            str(out),
+            "stage1.view_forward=separate",
+        ],
+        torchrun=2,
+    )
     rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["world_size"] == 2
     for r in rows:

@@ -1,4 +1,4 @@
-"""Ranking metrics vs a plain-loop oracle written from PROTOCOLS.md.
+"""Ranking metrics vs a plain-loop oracle written from docs/protocols.md.
 
 The oracle (``oracle_eval``) is also what ``benchmarks/bench_evaluation.py`` times.
 """
@@ -278,8 +278,14 @@ def test_evaluate_sysu_end_to_end():
             qn = qf / np.linalg.norm(qf, axis=1, keepdims=True)
             gn = gf[idx] / np.linalg.norm(gf[idx], axis=1, keepdims=True)
             dist = -(qn.astype(np.float64) @ gn.astype(np.float64).T)
-            ref = oracle_eval(dist, q_pids, np.array([vis[i].pid for i in idx]), q_cams,
-                              np.array([vis[i].camid for i in idx]), protocol="sysu")
+            ref = oracle_eval(
+                dist,
+                q_pids,
+                np.array([vis[i].pid for i in idx]),
+                q_cams,
+                np.array([vis[i].camid for i in idx]),
+                protocol="sysu",
+            )
             np.testing.assert_allclose(res.cmc[t], ref[0], atol=1e-6)
             assert abs(res.mAP[t] - ref[1]) < 1e-6 and abs(res.mINP[t] - ref[2]) < 1e-6
         d = res.to_dict()
@@ -291,7 +297,6 @@ def test_evaluate_sysu_end_to_end():
 
 
 def test_evaluate_regdb_and_llcm():
-    rng = np.random.default_rng(0)
     splits_v, splits_t, rv, rt = [], [], [], []
     for s in range(2):
         vr = [Record(f"/r/Visible/{p}/{k}.bmp", p, 1, "visible") for p in range(10) for k in range(3)]
@@ -313,8 +318,12 @@ def test_evaluate_regdb_and_llcm():
     json.dumps({k: v.to_dict() for k, v in out.items()})
 
     # LLCM: gallery of one image per id and camera, seeded
-    vis = [Record(f"/l/vis/cam{c}/{p:04d}/{k}.jpg", p, c, "visible") for p in range(6) for c in (1, 2, 4) for k in range(4)]
-    nir = [Record(f"/l/nir/cam{c}/{p:04d}/{k}.jpg", p, c, "infrared") for p in range(6) for c in (1, 2) for k in range(3)]
+    vis = [
+        Record(f"/l/vis/cam{c}/{p:04d}/{k}.jpg", p, c, "visible") for p in range(6) for c in (1, 2, 4) for k in range(4)
+    ]
+    nir = [
+        Record(f"/l/nir/cam{c}/{p:04d}/{k}.jpg", p, c, "infrared") for p in range(6) for c in (1, 2) for k in range(3)
+    ]
     res = evaluate_llcm(_features_for(nir, 3), nir, _features_for(vis, 4), vis, trials=2)
     assert res.protocol == "llcm/infrared_to_visible" and res.num_trials == 2
     idx = sample_gallery_indices(vis, (1, 2, 4), trial=1)
@@ -354,7 +363,7 @@ def test_eval_result_short_curve():
 
 
 # ---------------------------------------------------------------------------------------
-# SYSU-MM01, the dataset authors' own protocol (PROTOCOLS.md, second mode)
+# SYSU-MM01, the dataset authors' own protocol (docs/protocols.md, second mode)
 # ---------------------------------------------------------------------------------------
 
 
@@ -412,7 +421,7 @@ def official_oracle(root, feature_of, mode, shot, trials, normalize):
             for y in kept:
                 if y not in unique:
                     unique.append(y)
-            cmc[unique.index(yq[i]):] += 1
+            cmc[unique.index(yq[i]) :] += 1
             hits = [r for r, y in enumerate(kept) if y == yq[i]]
             aps.append(np.mean([(k + 1) / (r + 1) for k, r in enumerate(hits)]))
             inps.append(len(hits) / (hits[-1] + 1))
@@ -442,8 +451,9 @@ def test_official_protocol_matches_loop_oracle(sysu_official_tree, mode, shot, n
     query, gallery = sysu_query_gallery(root, mode)
     qf = np.stack([feature_of[r.path] for r in query])
     gf = np.stack([feature_of[r.path] for r in gallery])
-    out = evaluate_sysu(qf, query, gf, gallery, modes=(mode,), trials=10, shot=shot,
-                        normalize=normalize, protocol="official")
+    out = evaluate_sysu(
+        qf, query, gf, gallery, modes=(mode,), trials=10, shot=shot, normalize=normalize, protocol="official"
+    )
     res = out[mode]
     assert res.protocol == f"sysu-official/{mode}" and res.info["protocol"] == "official"
     cmcs, aps, inps = official_oracle(str(root), feature_of, mode, shot, 10, normalize)
@@ -479,8 +489,12 @@ def test_official_gallery_follows_the_permutations(tmp_path):
     from cmamlib.evaluation import sysu_official_gallery_indices
 
     root = tmp_path / "SYSU-MM01"
-    recs = [Record(str(root / f"cam{c}" / f"{p:04d}" / f"{k:04d}.jpg"), p, c, "visible")
-            for p in (2, 5) for c in (1, 2, 4) for k in range(1, 4)]
+    recs = [
+        Record(str(root / f"cam{c}" / f"{p:04d}" / f"{k:04d}.jpg"), p, c, "visible")
+        for p in (2, 5)
+        for c in (1, 2, 4)
+        for k in range(1, 4)
+    ]
     perms = {(c, p): np.array([[3, 1, 2], [2, 3, 1]]) for p in (2, 5) for c in (1, 2, 4)}
     perms[(4, 5)] = np.array([[1, 2, 3], [3, 2, 1]])
     perms[(3, 2)] = np.array([[1], [1]])  # one infrared image: a trials x 1 column
@@ -491,14 +505,20 @@ def test_official_gallery_follows_the_permutations(tmp_path):
     idx = sysu_official_gallery_indices(shuffled, split, "all", trial=0)
     # camera-major, ids in test_id.mat order, file (first index of row 0) 1-based
     assert [(shuffled[i].camid, shuffled[i].pid, shuffled[i].path[-8:]) for i in idx] == [
-        (1, 5, "0003.jpg"), (1, 2, "0003.jpg"), (2, 5, "0003.jpg"), (2, 2, "0003.jpg"),
-        (4, 5, "0001.jpg"), (4, 2, "0003.jpg")]
+        (1, 5, "0003.jpg"),
+        (1, 2, "0003.jpg"),
+        (2, 5, "0003.jpg"),
+        (2, 2, "0003.jpg"),
+        (4, 5, "0001.jpg"),
+        (4, 2, "0003.jpg"),
+    ]
     idx = sysu_official_gallery_indices(shuffled, split, "indoor", trial=1, shot=2)
     assert [shuffled[i].path[-8:] for i in idx] == ["0002.jpg", "0003.jpg"] * 4
     # tree and file disagree: named
     with pytest.raises(DatasetError, match=r"rand_perm_cam\{1\}\{2\} permutes 3 images.*hold 2 images of id 2 in cam1"):
-        sysu_official_gallery_indices([r for r in recs if r.path[-8:] != "0001.jpg" or r.camid != 1 or r.pid != 2],
-                                      split, "all", 0)
+        sysu_official_gallery_indices(
+            [r for r in recs if r.path[-8:] != "0001.jpg" or r.camid != 1 or r.pid != 2], split, "all", 0
+        )
     with pytest.raises(ValueError, match="trial=2"):
         sysu_official_gallery_indices(recs, split, "all", trial=2)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cmam import SMOKE, _same, _weights, source  # noqa: F401  (source: a fixture)
 
 import cmamlib.training.common as common
 import cmamlib.utils as utils
@@ -28,9 +29,8 @@ from cmamlib.data.loading import load_images, load_readable_images
 from cmamlib.data.transforms import normalize, to_float
 from cmamlib.features import extract_features
 from cmamlib.training.cmam import run_cmam
-from cmamlib.training.common import CheckpointError, Checkpointer, gather_batch
+from cmamlib.training.common import Checkpointer, CheckpointError, gather_batch
 from cmamlib.training.supervised import SupervisedConfig, run_supervised
-from test_cmam import SMOKE, _same, _weights, source  # noqa: F401  (source: a fixture)
 
 
 def _disk_full_save(obj, f) -> None:
@@ -164,8 +164,9 @@ def test_gather_batch_on_cpu():
 
 def test_channels_last_training_matches(source):
     recs, imgs = source
-    cfg = SupervisedConfig(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1,
-                           iters_per_epoch=3, device="cpu")
+    cfg = SupervisedConfig(
+        width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1, iters_per_epoch=3, device="cpu"
+    )
     a = run_supervised(cfg, recs, imgs, progress=False).model.state_dict()
     b = run_supervised(replace(cfg, channels_last=True), recs, imgs, progress=False).model.state_dict()
     for k in a:
@@ -194,11 +195,13 @@ def test_cpu_amp_trains_and_extracts_in_bfloat16(source):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     assert common.amp_cast_dtype("cuda", "float16") == torch.float16
     recs, imgs = source
-    cfg = SupervisedConfig(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1,
-                           iters_per_epoch=3, device="cpu")
+    cfg = SupervisedConfig(
+        width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1, iters_per_epoch=3, device="cpu"
+    )
     seen: list[torch.dtype] = []
     hook = torch.nn.modules.module.register_module_forward_hook(
-        lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) else None)
+        lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) else None
+    )
     try:
         res = run_supervised(replace(cfg, amp=True), recs, imgs, progress=False)
     finally:

@@ -295,8 +295,11 @@ def test_one_side_empty():
     rng = np.random.default_rng(6)
     for nv, ni in [(0, 4), (3, 0), (0, 0)]:
         for unequal in ("ward_merge", "second_round", "drop"):
-            res = match_clusters(np.zeros((nv, 5)) if nv == 0 else rng.normal(size=(nv, 5)),
-                                 np.zeros((ni, 5)) if ni == 0 else rng.normal(size=(ni, 5)), unequal=unequal)
+            res = match_clusters(
+                np.zeros((nv, 5)) if nv == 0 else rng.normal(size=(nv, 5)),
+                np.zeros((ni, 5)) if ni == 0 else rng.normal(size=(ni, 5)),
+                unequal=unequal,
+            )
             assert res.pairs.shape == (0, 2) and res.similarity.shape == (0,)
             assert res.unmatched_vis.tolist() == list(range(nv))
             assert res.unmatched_ir.tolist() == list(range(ni))

@@ -127,7 +127,10 @@ def test_distance_matrix_loss():
 
     def dm(x):
         z = [[float(v) / math.sqrt(sum(float(u) ** 2 for u in row)) for v in row] for row in x]
-        return [[math.sqrt(max(sum((p - q) ** 2 for p, q in zip(z[i], z[j])), 1e-12)) for j in range(len(z))] for i in range(len(z))]
+        return [
+            [math.sqrt(max(sum((p - q) ** 2 for p, q in zip(z[i], z[j])), 1e-12)) for j in range(len(z))]
+            for i in range(len(z))
+        ]
 
     da, db = dm(a), dm(b)
     want = sum((da[i][j] - db[i][j]) ** 2 for i in range(5) for j in range(5)) / 25

@@ -13,7 +13,6 @@ from cmamlib.features import extract_features
 from cmamlib.models import GeM, NonLocal, ReIDNet, ReIDOutput, ResNet, build_model, load_pretrained
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # Tiny tensors: one thread is fastest, and it avoids OpenMP spin-wait collapse when

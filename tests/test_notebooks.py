@@ -81,13 +81,31 @@ def _check_01(m):
 
 
 def _check_02(m):
-    _check_stage1_rows(m["rows"], ["rgb_only", "rgb_gray_one_net", "symmetric", "cmam", "cmam_tie_rgb_to_gray", "cmam_sim005", "cmam_independent_init", "random_init"])
+    _check_stage1_rows(
+        m["rows"],
+        [
+            "rgb_only",
+            "rgb_gray_one_net",
+            "symmetric",
+            "cmam",
+            "cmam_tie_rgb_to_gray",
+            "cmam_sim005",
+            "cmam_independent_init",
+            "random_init",
+        ],
+    )
     assert len(m["histories"]["cmam"]) == m["config"]["epochs"]
     assert "loss_rg2g" in m["histories"]["cmam"][-1]
 
 
 def _check_03(m):
-    assert [r["variant"] for r in m["rows"]][:5] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model"]
+    assert [r["variant"] for r in m["rows"]][:5] == [
+        "full",
+        "no_stage1",
+        "stage1_rgb_only",
+        "no_bipartite",
+        "one_model",
+    ]
     for r in m["rows"]:
         for k in ("all_R1", "all_R10", "all_R20", "all_mAP", "all_mINP", "indoor_R1", "indoor_mAP"):
             assert 0.0 <= r[k] <= 1.0
@@ -101,7 +119,14 @@ def _check_03(m):
     assert m["supervised_config"]["image_size"] == m["stage2_config"]["image_size"]
     assert 0.0 <= m["goal"]["fraction_of_upper_bound_all_mAP"]
     reg = m["regdb"]
-    assert [r["variant"] for r in reg["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model", "supervised"]
+    assert [r["variant"] for r in reg["rows"]] == [
+        "full",
+        "no_stage1",
+        "stage1_rgb_only",
+        "no_bipartite",
+        "one_model",
+        "supervised",
+    ]
     for r in reg["rows"]:
         for k in ("v2t_R1", "v2t_mAP", "t2v_R1", "t2v_mAP"):
             assert 0.0 <= r[k] <= 1.0
@@ -109,7 +134,12 @@ def _check_03(m):
 
 
 REPORT_NAMES = {"02_cmam_pretraining": "02_cmam"}
-CHECKS = {"00_synthetic_benchmark": _check_00, "01_gray_augmentation": _check_01, "02_cmam_pretraining": _check_02, "03_self_training": _check_03}
+CHECKS = {
+    "00_synthetic_benchmark": _check_00,
+    "01_gray_augmentation": _check_01,
+    "02_cmam_pretraining": _check_02,
+    "03_self_training": _check_03,
+}
 
 
 def test_notebook_03_with_another_preset(smoke_data, tmp_path):
@@ -121,16 +151,27 @@ def test_notebook_03_with_another_preset(smoke_data, tmp_path):
     papermill.execute_notebook(
         str(nb),
         str(tmp_path / nb.name),
-        parameters={"SMOKE": True, "DATA_ROOT": str(smoke_data), "REPORTS": str(reports), "PRESET": "cpu-long",
-                    "REGDB_SPLITS": []},
+        parameters={
+            "SMOKE": True,
+            "DATA_ROOT": str(smoke_data),
+            "REPORTS": str(reports),
+            "PRESET": "cpu-long",
+            "REGDB_SPLITS": [],
+        },
         cwd=str(nb.parent),
         kernel_name="python3",
         progress_bar=False,
     )
     m = json.loads((reports / "03_self_training_cpu-long" / "metrics.json").read_text())
     assert m["preset"] == "cpu-long" and m["regdb"] is None
-    assert [r["variant"] for r in m["rows"]] == ["full", "no_stage1", "stage1_rgb_only", "no_bipartite", "one_model",
-                                                 "supervised"]
+    assert [r["variant"] for r in m["rows"]] == [
+        "full",
+        "no_stage1",
+        "stage1_rgb_only",
+        "no_bipartite",
+        "one_model",
+        "supervised",
+    ]
     assert m["goal"]["investigations"] == {}
     assert (m["stage1_config"]["gray_mode"], m["stage1_config"]["sim_weight"]) == ("luma", 0.05)
     assert (m["stage2_config"]["gray_mode"], m["stage2_config"]["temperature"]) == ("luma", 0.1)

@@ -107,11 +107,19 @@ def make_llcm(root: Path) -> Path:
 
 def make_market(root: Path) -> Path:
     files = {
-        "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg",
-                               "0007_c3s2_001051_02.jpg", "-1_c1s1_000401_03.jpg"],
+        "bounding_box_train": [
+            "0002_c1s1_000451_03.jpg",
+            "0002_c2s1_000551_01.jpg",
+            "0007_c3s2_001051_02.jpg",
+            "-1_c1s1_000401_03.jpg",
+        ],
         "query": ["0002_c1s1_000451_04.jpg", "0003_c6s1_000001_00.jpg"],
-        "bounding_box_test": ["0000_c1s1_000001_00.jpg", "-1_c2s1_000002_00.jpg",
-                              "0002_c2s1_000003_00.jpg", "0003_c5s3_000004_01.jpg"],
+        "bounding_box_test": [
+            "0000_c1s1_000001_00.jpg",
+            "-1_c2s1_000002_00.jpg",
+            "0002_c2s1_000003_00.jpg",
+            "0003_c5s3_000004_01.jpg",
+        ],
     }
     for folder, names in files.items():
         for name in names:
@@ -373,9 +381,7 @@ def test_llcm(tmp_path: Path) -> None:
     train = read_llcm(root, "train")
     test = read_llcm(root, "test")
     assert len(train) == 8 and len(test) == 4
-    assert {(r.modality, r.camid) for r in train} == {
-        (VISIBLE, 2), (VISIBLE, 9), (INFRARED, 1), (INFRARED, 6)
-    }
+    assert {(r.modality, r.camid) for r in train} == {(VISIBLE, 2), (VISIBLE, 9), (INFRARED, 1), (INFRARED, 6)}
     assert {r.pid for r in test} == {3}
     assert detect_layout(root) == "llcm"
     lst = _write(root / "idx" / "test_nir.txt", "nir/0003/0003_x06_nir.jpg 3\n")
@@ -441,11 +447,20 @@ def test_sysu_mm02(tmp_path: Path) -> None:
     test = read_sysu_mm02(root, "test")
     assert len(train) == 5 and all(r.pid == UNKNOWN_PID for r in train)
     assert sorted((r.camid, r.modality) for r in train) == [
-        (0, VISIBLE), (0, VISIBLE), (1, INFRARED), (2, INFRARED), (2, INFRARED)
+        (0, VISIBLE),
+        (0, VISIBLE),
+        (1, INFRARED),
+        (2, INFRARED),
+        (2, INFRARED),
     ]
     assert summarize(test) == {
-        "images": 8, "ids": 2, "visible_images": 4, "infrared_images": 4,
-        "visible_ids": 2, "infrared_ids": 2, "cameras": {0: 4, 1: 2, 2: 2},
+        "images": 8,
+        "ids": 2,
+        "visible_images": 4,
+        "infrared_images": 4,
+        "visible_ids": 2,
+        "infrared_ids": 2,
+        "cameras": {0: 4, 1: 2, 2: 2},
     }
     assert all((r.modality == VISIBLE) == ("rgb" in r.path) for r in test)
     # the mapping is a parameter: the authors' sampler variant makes cam 3 visible
@@ -565,8 +580,12 @@ def test_read_list_errors(tmp_path: Path) -> None:
 
 def test_detect_layout_all(tmp_path: Path) -> None:
     makers = {
-        "sysu-mm01": make_sysu_mm01, "sysu-mm02": make_sysu_mm02, "regdb": make_regdb,
-        "llcm": make_llcm, "market-1501": make_market, "msmt17": make_msmt17,
+        "sysu-mm01": make_sysu_mm01,
+        "sysu-mm02": make_sysu_mm02,
+        "regdb": make_regdb,
+        "llcm": make_llcm,
+        "market-1501": make_market,
+        "msmt17": make_msmt17,
     }
     assert set(makers) | {"list"} == set(READERS)
     for name, make in makers.items():
@@ -651,7 +670,10 @@ def test_readers_on_synthetic_benchmark(tmp_path: Path) -> None:
     train = summarize(read_dataset("sysu-mm02", mm02, "train", verify=True))
     test = summarize(read_sysu_mm02(mm02, "test", verify=True))
     assert (train["ids"], train["visible_images"], train["infrared_images"]) == (
-        0, c["train"]["visible"], c["train"]["infrared"])  # training ids are unknown
+        0,
+        c["train"]["visible"],
+        c["train"]["infrared"],
+    )  # training ids are unknown
     assert (test["visible_ids"], test["infrared_ids"]) == (c["test"]["ids"],) * 2
     assert (test["visible_images"], test["infrared_images"]) == (c["test"]["visible"], c["test"]["infrared"])
 

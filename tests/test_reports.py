@@ -32,19 +32,32 @@ def test_readme_section_shows_the_last_run(tmp_path):
 def _long_metrics(root):
     from cmamlib.reports import write_metrics
 
-    rows = [{"variant": "full", "label": "full method", "all_mAP": 0.3, "all_mAP_std": 0.01},
-            {"variant": "supervised", "label": "upper bound", "all_mAP": 0.5}]
-    write_metrics("03_self_training_cpu-long", {"preset": "cpu-long", "seeds": [0, 1], "trials": 10, "rows": rows,
-                                                "goal": {"fraction_of_upper_bound_all_mAP": 0.6},
-                                                "seconds": {"full": 12.0}}, root=root)
+    rows = [
+        {"variant": "full", "label": "full method", "all_mAP": 0.3, "all_mAP_std": 0.01},
+        {"variant": "supervised", "label": "upper bound", "all_mAP": 0.5},
+    ]
+    write_metrics(
+        "03_self_training_cpu-long",
+        {
+            "preset": "cpu-long",
+            "seeds": [0, 1],
+            "trials": 10,
+            "rows": rows,
+            "goal": {"fraction_of_upper_bound_all_mAP": 0.6},
+            "seconds": {"full": 12.0},
+        },
+        root=root,
+    )
 
 
 def test_each_block_is_regenerated_alone(tmp_path):
     from cmamlib.reports import update_readme
 
     readme = tmp_path / "README.md"
-    readme.write_text("top\n<!-- results:start -->\nMAIN\n<!-- results:end -->\nmid\n"
-                      "<!-- results-long:start -->\nLONG\n<!-- results-long:end -->\nend\n")
+    readme.write_text(
+        "top\n<!-- results:start -->\nMAIN\n<!-- results:end -->\nmid\n"
+        "<!-- results-long:start -->\nLONG\n<!-- results-long:end -->\nend\n"
+    )
     (tmp_path / "timings.txt").write_text(RUN1)
     _long_metrics(tmp_path)
     (tmp_path / "timings-long.txt").write_text("03_self_training_cpu-long: 99 s\nreproduce total: 99 s\n")
@@ -65,3 +78,44 @@ def test_each_block_is_regenerated_alone(tmp_path):
 
 def test_a_missing_long_run_says_how_to_make_it(tmp_path):
     assert "not written yet: run `make reproduce-long`" in render_results(tmp_path, "long")
+
+
+def test_make_reproduce_regenerates_the_readme_headline_and_the_results_page(tmp_path):
+    """``readme-table --block main``: the README's short tables (headline block) and every
+    table of ``docs/results.md`` (main block), each from the same ``metrics.json``; the
+    cpu-long block of the results page is left alone."""
+    from cmamlib.reports import main, write_metrics
+
+    rows = [
+        {
+            "variant": "full",
+            "label": "full method",
+            "all_R1": 0.2,
+            "all_mAP": 0.3,
+            "all_mAP_std": 0.01,
+            "indoor_mAP": 0.4,
+            "source_mAP": 0.5,
+        }
+    ]
+    for name in ("02_cmam", "03_self_training"):
+        write_metrics(
+            name,
+            {"seeds": [0, 1], "trials": 10, "rows": rows, "goal": {"fraction_of_upper_bound_all_mAP": 0.31}},
+            root=tmp_path,
+        )
+    (tmp_path / "timings.txt").write_text(RUN1)
+    readme, results = tmp_path / "README.md", tmp_path / "docs" / "results.md"
+    results.parent.mkdir()
+    readme.write_text("intro\n<!-- headline:start -->\nOLD\n<!-- headline:end -->\nmore\n")
+    results.write_text(
+        "<!-- results:start -->\nOLD\n<!-- results:end -->\n"
+        "<!-- results-long:start -->\nLONG\n<!-- results-long:end -->\n"
+    )
+    main(["readme-table", "--block", "main", "--reports", str(tmp_path), "--readme", str(readme)])
+    head = readme.read_text()
+    assert "OLD" not in head and "| full method | 30.0 ± 1.0 | 50.0 |" in head  # stage 1: all mAP, source mAP
+    assert "| full method | 20.0 | 30.0 ± 1.0 | 40.0 |" in head  # stage 2: all R1, all mAP, indoor mAP
+    assert "Goal check: full method at 31%" in head and "reproduce total" not in head
+    page = results.read_text()
+    assert "OLD" not in page and "LONG" in page and "reproduce total: 30 s" in page
+    assert "Stage 2, final results" in page

@@ -16,8 +16,18 @@ from cmamlib.training.loop import StopTraining
 from cmamlib.training.selftrain import SelfTrainConfig, apply_overrides, run_selftrain, selftrain_features
 
 SMOKE = SelfTrainConfig(
-    width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=2, iters_per_epoch=3,
-    k1=6, k2=3, eps=0.5, min_samples=2, eval_batch_size=64, device="cpu",
+    width=8,
+    image_size=(32, 16),
+    batch_size=16,
+    num_instances=4,
+    epochs=2,
+    iters_per_epoch=3,
+    k1=6,
+    k2=3,
+    eps=0.5,
+    min_samples=2,
+    eval_batch_size=64,
+    device="cpu",
 )
 
 
@@ -111,7 +121,9 @@ def test_resume_reaches_the_same_weights(smoke, target, tmp_path):
     assert resumed.history[1]["loss_total"] == pytest.approx(full.history[1]["loss_total"])
     # a finished run resumed returns at once with the same weights
     calls = []
-    again = run_selftrain(SMOKE, recs, imgs, run_dir=tmp_path, resume=True, progress=False, on_epoch_end=lambda e, r: calls.append(e))
+    again = run_selftrain(
+        SMOKE, recs, imgs, run_dir=tmp_path, resume=True, progress=False, on_epoch_end=lambda e, r: calls.append(e)
+    )
     assert calls == [] and len(again.history) == 2
     _same(_weights(full), _weights(again))
     with pytest.raises(ValueError, match="another config"):
@@ -237,7 +249,11 @@ def test_init_models_are_not_modified(target):
     torch.manual_seed(1)
     a, b = build_model("resnet18", width=8), build_model("resnet18", width=8)
     a.eval()
-    before = {k: v.clone() for m, pre in ((a, "a"), (b, "b")) for k, v in ((f"{pre}.{k}", v) for k, v in m.state_dict().items())}
+    before = {
+        k: v.clone()
+        for m, pre in ((a, "a"), (b, "b"))
+        for k, v in ((f"{pre}.{k}", v) for k, v in m.state_dict().items())
+    }
     res = run_selftrain(replace(SMOKE, epochs=1), recs, imgs, init_models=(a, b), progress=False)
     after = {f"{pre}.{k}": v for m, pre in ((a, "a"), (b, "b")) for k, v in m.state_dict().items()}
     _same(before, after)
@@ -269,7 +285,10 @@ def test_cluster_and_match_is_what_training_sees(target):
     row = res.history[0]
     np.testing.assert_array_equal(el.labels, res.labels)
     assert (row["vis_clusters"], row["ir_clusters"], row["pairs"]) == (
-        el.raw_vis_labels.max() + 1, el.raw_ir_labels.max() + 1, len(el.pairs))
+        el.raw_vis_labels.max() + 1,
+        el.raw_ir_labels.max() + 1,
+        len(el.pairs),
+    )
     assert el.similarity.shape == (len(el.pairs),) and np.all(np.abs(el.similarity) <= 1 + 1e-9)
     ml = el.modality_labels()
     np.testing.assert_array_equal(ml[~is_ir], el.raw_vis_labels)
@@ -324,14 +343,21 @@ def test_per_modality_dbscan_parameters(target):
     # a pair of equal values is the scalar
     same = cluster_and_match(fused, is_ir, cams, replace(SMOKE, eps=(SMOKE.eps, SMOKE.eps)), epoch=0)
     np.testing.assert_array_equal(same.labels, cluster_and_match(fused, is_ir, cams, SMOKE, epoch=0).labels)
-    with pytest.raises(ValueError, match=r"eps=\(0.55, 0.45\): a \(visible, infrared\) pair needs cluster_mode='per_modality'"):
+    with pytest.raises(
+        ValueError, match=r"eps=\(0.55, 0.45\): a \(visible, infrared\) pair needs cluster_mode='per_modality'"
+    ):
         replace(cfg, cluster_mode="joint", k1=6, k2=3, min_samples=2).validate()
     replace(SMOKE, cluster_mode="joint", eps=(0.5, 0.5)).validate()  # equal values are fine
-    with pytest.raises(ValueError, match=r"min_samples=\(1, 2, 3\): expected one value or a \(visible, infrared\) pair"):
+    with pytest.raises(
+        ValueError, match=r"min_samples=\(1, 2, 3\): expected one value or a \(visible, infrared\) pair"
+    ):
         replace(SMOKE, min_samples=(1, 2, 3)).validate()
     with pytest.raises(ValueError, match=r"eps=\(0.5, 0.0\): expected > 0"):
         replace(SMOKE, eps=(0.5, 0.0)).validate()
     # the message of an all-noise modality names that modality's values
-    with pytest.raises(RuntimeError, match=r"infrared images \(all noise\); raise eps \(now 0.5 for infrared\) or lower "
-                                           r"min_samples \(now 100000 for infrared\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"infrared images \(all noise\); raise eps \(now 0.5 for infrared\) or lower "
+        r"min_samples \(now 100000 for infrared\)",
+    ):
         cluster_and_match(fused, is_ir, cams, replace(SMOKE, min_samples=(2, 100_000)), epoch=0)

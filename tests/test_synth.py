@@ -34,8 +34,12 @@ def test_same_seed_byte_identical_whatever_the_workers(tiny, tmp_path):
     digest = _digest(out)
     assert digest == _digest(again)
     # every tree is covered, the official-protocol .mat files and SYSU-MM02 included
-    for name in ("SYSU-MM01-synth/exp/rand_perm_cam.mat", "SYSU-MM01-synth/exp/test_id.mat",
-                 "SYSU-MM02-synth/train.txt", "SYSU-MM02-synth/test_ir.txt"):
+    for name in (
+        "SYSU-MM01-synth/exp/rand_perm_cam.mat",
+        "SYSU-MM01-synth/exp/test_id.mat",
+        "SYSU-MM02-synth/train.txt",
+        "SYSU-MM02-synth/test_ir.txt",
+    ):
         assert name in digest
     assert any(k.startswith("SYSU-MM02-synth/train/") for k in digest)
     other = tmp_path / "other"
@@ -190,7 +194,9 @@ def test_regdb_thermal_twin_replays_the_visible_pose(tiny):
     cams = make_cameras(3, "regdb", cfg)
     assert np.array_equal(cams[1].view_p, cams[2].view_p) and cams[1].scale == cams[2].scale
     pid = 1
-    thermal = sorted((out / "RegDB-synth" / "Thermal" / str(pid)).iterdir(), key=lambda p: int(p.name.split("_")[3]))  # by serial = k
+    thermal = sorted(
+        (out / "RegDB-synth" / "Thermal" / str(pid)).iterdir(), key=lambda p: int(p.name.split("_")[3])
+    )  # by serial = k
     ident = make_identity(3, "regdb", pid, cfg)
     twin = render_image(ident, cams[2], np.random.default_rng([3, 2, pid, 1, 0]), cfg)  # the visible key
     buf = out / "twin.bmp"
@@ -209,7 +215,10 @@ def test_cmamlib_readers_accept_the_trees(tiny):
     assert {r.modality for r in q} == {"infrared"} and {r.modality for r in g} == {"visible"}
     c = summary["counts"]["SYSU-MM01-synth"]
     assert len(tr) == sum(c[s]["visible"] + c[s]["infrared"] for s in ("train", "val"))
-    assert len(read_market1501(out / "Market-1501-synth", "train")) == summary["counts"]["Market-1501-synth"]["bounding_box_train"]["images"]
+    assert (
+        len(read_market1501(out / "Market-1501-synth", "train"))
+        == summary["counts"]["Market-1501-synth"]["bounding_box_train"]["images"]
+    )
     assert len(read_regdb(out / "RegDB-synth", 1, "test")) > 0
 
 
@@ -222,7 +231,20 @@ def test_infrared_reflectance_correlated_with_luminance_but_not_a_function_of_it
     """The issue's physics: per-material NIR follows visible luminance (strong
     correlation) yet some materials are clearly brighter, some clearly darker, than their
     gray value; skin is bright in NIR whatever its visible tone."""
-    from cmamlib.data.synth import BAG, HAT, INNER, LOWER, LOWER2, SHOES, SKIN, UPPER, UPPER2, SynthConfig, luma, make_identity
+    from cmamlib.data.synth import (
+        BAG,
+        HAT,
+        INNER,
+        LOWER,
+        LOWER2,
+        SHOES,
+        SKIN,
+        UPPER,
+        UPPER2,
+        SynthConfig,
+        luma,
+        make_identity,
+    )
 
     cfg = SynthConfig()
     mats = [UPPER, UPPER2, INNER, LOWER, LOWER2, SHOES, BAG, HAT]
@@ -250,7 +272,19 @@ def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws
     every other attribute of the identity (same random draws) is unchanged."""
     from dataclasses import replace
 
-    from cmamlib.data.synth import BAG, HAT, INNER, LOWER, LOWER2, SHOES, UPPER, UPPER2, SynthConfig, luma, make_identity
+    from cmamlib.data.synth import (
+        BAG,
+        HAT,
+        INNER,
+        LOWER,
+        LOWER2,
+        SHOES,
+        UPPER,
+        UPPER2,
+        SynthConfig,
+        luma,
+        make_identity,
+    )
 
     mats = [UPPER, UPPER2, INNER, LOWER, LOWER2, HAT]  # bag and shoes have their own thermal ranges
     base = SynthConfig()
@@ -261,7 +295,11 @@ def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws
         lum, th = [], []
         for pid, ref in enumerate(refs):
             ident = make_identity(0, "regdb", pid, cfg)
-            assert np.array_equal(ident.vis, ref.vis) and np.array_equal(ident.nir, ref.nir) and ident.upper_cut == ref.upper_cut
+            assert (
+                np.array_equal(ident.vis, ref.vis)
+                and np.array_equal(ident.nir, ref.nir)
+                and ident.upper_cut == ref.upper_cut
+            )
             assert np.array_equal(ident.thermal[[BAG, SHOES]], ref.thermal[[BAG, SHOES]])
             lum.append(luma(ident.vis)[mats])
             th.append(ident.thermal[mats])

@@ -190,7 +190,9 @@ def test_corrections_and_export(recs, constructed, tmp_path):
     assert (6, 9) not in got and (13, 1) not in got  # forced pairs replace the old ones
     np.testing.assert_array_equal(p, ins.corrected()[2])
     st = ins.stats()
-    assert st["pairs"] == 14 and st["pairs_after_corrections"] == len(p) == 12  # - noise (0, 15), rejected (5, 8), replaced (6, 9), (13, 1); + (6, 8), (13, 0)
+    assert (
+        st["pairs"] == 14 and st["pairs_after_corrections"] == len(p) == 12
+    )  # - noise (0, 15), rejected (5, 8), replaced (6, 9), (13, 1); + (6, 8), (13, 0)
     # every pair correct except the forced (13, 0) (visible 13 is rank 14, infrared 0 rank 15)
     assert st["pairs_correct"] == 12 and st["pairs_correct_after_corrections"] == 11
     # undo on the reassigned entry; unflag noise
@@ -244,8 +246,20 @@ def test_snapshot(recs, constructed, tmp_path):
 def test_images_argument_and_real_clustering_accepted_by_stage2(recs, tmp_path):
     """The inspector on a real epoch-0 clustering (cluster_and_match), its export fed
     to a 1-epoch run_selftrain: the run trains on exactly the corrected labels."""
-    cfg = SelfTrainConfig(width=8, image_size=(32, 16), batch_size=16, num_instances=4, epochs=1, iters_per_epoch=2,
-                          k1=6, k2=3, eps=0.5, min_samples=2, eval_batch_size=64, device="cpu")
+    cfg = SelfTrainConfig(
+        width=8,
+        image_size=(32, 16),
+        batch_size=16,
+        num_instances=4,
+        epochs=1,
+        iters_per_epoch=2,
+        k1=6,
+        k2=3,
+        eps=0.5,
+        min_samples=2,
+        eval_batch_size=64,
+        device="cpu",
+    )
     imgs = load_images(recs, cfg.image_size, progress=False)
     pids, cams, is_ir = record_arrays(recs)
     from cmamlib.models import build_model
@@ -258,7 +272,11 @@ def test_images_argument_and_real_clustering_accepted_by_stage2(recs, tmp_path):
     assert ins.stats()["pairs"] == len(el.raw_pairs)
     e = ins.current
     assert e.vis is not None and e.ir is not None
-    np.testing.assert_allclose(ins.similarity(e.vis, e.ir), el.similarity[[tuple(p) for p in el.pairs.tolist()].index((e.vis, e.ir))], atol=1e-5)
+    np.testing.assert_allclose(
+        ins.similarity(e.vis, e.ir),
+        el.similarity[[tuple(p) for p in el.pairs.tolist()].index((e.vis, e.ir))],
+        atol=1e-5,
+    )
     ins.noise_ir_button.click()
     ins.next_button.click()
     if ins.current.ir is not None and ins.current.vis is not None:
@@ -274,8 +292,14 @@ def test_images_argument_and_real_clustering_accepted_by_stage2(recs, tmp_path):
     flagged = ov["noise_clusters"]["infrared"][0]
     assert (res.labels[is_ir][el.raw_ir_labels == flagged] == -1).all()
     # a run with another epoch list does not apply them
-    res2 = run_selftrain(replace(cfg, iters_per_epoch=1), recs, imgs, init_models=(a, b), progress=False,
-                         label_overrides={**ov, "epochs": [3]})
+    res2 = run_selftrain(
+        replace(cfg, iters_per_epoch=1),
+        recs,
+        imgs,
+        init_models=(a, b),
+        progress=False,
+        label_overrides={**ov, "epochs": [3]},
+    )
     assert "overrides_applied" not in res2.history[0]
 
 

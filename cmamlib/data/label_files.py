@@ -1,7 +1,7 @@
 """Source pseudo-label files: labels produced by another unsupervised method, read once.
 
 The authors of CMAM did not cluster the source themselves: stage 1 reads pseudo labels
-that an unsupervised re-ID method (PPLR) produced on Market-1501 (METHOD.md, "What the
+that an unsupervised re-ID method (PPLR) produced on Market-1501 (docs/method.md, "What the
 authors' released code does"). :class:`cmamlib.training.cmam.CMAMConfig.label_file`
 points stage 1 at such a file instead of re-clustering every epoch.
 
@@ -73,15 +73,19 @@ def read_label_file(path: str | Path, records: Sequence[Record]) -> np.ndarray:
             if not hits:
                 raise ValueError(f"label file {path}, line {line}: {key!r} matches no source image")
             if len(hits) > 1:
-                raise ValueError(f"label file {path}, line {line}: {key!r} matches {len(hits)} source images "
-                                 f"(e.g. {records[hits[0]].path}); give the path relative to the dataset root")
+                raise ValueError(
+                    f"label file {path}, line {line}: {key!r} matches {len(hits)} source images "
+                    f"(e.g. {records[hits[0]].path}); give the path relative to the dataset root"
+                )
             if raw[hits[0]] != np.iinfo(np.int64).min:
                 raise ValueError(f"label file {path}, line {line}: {key!r} is listed twice")
             raw[hits[0]] = label
     missing = np.flatnonzero(raw == np.iinfo(np.int64).min)
     if missing.size:
         examples = ", ".join(records[i].path for i in missing[:3])
-        raise ValueError(f"label file {path}: {missing.size} of {len(records)} source images have no row (e.g. {examples})")
+        raise ValueError(
+            f"label file {path}: {missing.size} of {len(records)} source images have no row (e.g. {examples})"
+        )
     return _renumber(raw)  # 0..K-1 in order of first appearance
 
 
@@ -109,4 +113,3 @@ def file_sha256(path: str | Path) -> str:
 def _matches(record_path: str, key: str) -> bool:
     p = record_path.replace("\\", "/")
     return p == key or p.endswith("/" + key)
-

@@ -118,8 +118,15 @@ def _save_cache(t: torch.Tensor, cache_file: Path) -> None:
     os.replace(tmp, cache_file)
 
 
-def _decode_into(out: np.ndarray, paths: Sequence[str], size: tuple[int, int], workers: int | None,
-                 progress: bool, desc: str, bad: list[tuple[int, str]] | None) -> None:
+def _decode_into(
+    out: np.ndarray,
+    paths: Sequence[str],
+    size: tuple[int, int],
+    workers: int | None,
+    progress: bool,
+    desc: str,
+    bad: list[tuple[int, str]] | None,
+) -> None:
     """Decode ``paths`` into the rows of ``out`` ``(N, H, W, 3)`` in parallel threads.
     ``bad`` None: the first unreadable image raises; a list: ``(row, message)`` of every
     unreadable image is appended and its row left as it was."""

@@ -1,7 +1,7 @@
 """Dataset readers: one function a dataset, each returning sorted :class:`Record` lists.
 
 Every reader accepts the dataset exactly as its authors distribute it (see
-``PROTOCOLS.md``) and raises :class:`DatasetError` on anything else, naming the
+``docs/protocols.md``) and raises :class:`DatasetError` on anything else, naming the
 offending path, what was expected and what was found.
 
 Conventions shared by all readers:
@@ -49,8 +49,8 @@ import csv
 import io
 import os
 import re
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
@@ -187,8 +187,7 @@ def _check_root(dataset: str, root: PathLike) -> str:
     missing += [f for f in files if not os.path.isfile(os.path.join(root, f))]
     if missing:
         raise DatasetError(
-            f"{name} root {root}: expected {_describe_layout(dataset)}; missing {missing}; "
-            f"found: {_show_listing(root)}"
+            f"{name} root {root}: expected {_describe_layout(dataset)}; missing {missing}; found: {_show_listing(root)}"
         )
     return root
 
@@ -212,9 +211,7 @@ def _read_text(path: str, what: str) -> str:
         with open(path, encoding="utf-8-sig") as f:
             return f.read()
     except UnicodeDecodeError as e:
-        raise DatasetError(
-            f"{path}: expected {what} (UTF-8 text), got undecodable bytes ({e})"
-        ) from e
+        raise DatasetError(f"{path}: expected {what} (UTF-8 text), got undecodable bytes ({e})") from e
     except OSError as e:
         raise DatasetError(f"{path}: cannot read {what}: {e}") from e
 
@@ -309,9 +306,7 @@ def _read_fields(list_file: str, n_fields: int, fmt: str, what: str) -> list[tup
 
 def _parse_int(value: str, list_file: str, lineno: int, field: str, line_fmt: str) -> int:
     if not re.fullmatch(r"-?\d+", value):
-        raise DatasetError(
-            f"{list_file} line {lineno}: expected an integer {field} in '{line_fmt}', got {value!r}"
-        )
+        raise DatasetError(f"{list_file} line {lineno}: expected an integer {field} in '{line_fmt}', got {value!r}")
     return int(value)
 
 
@@ -332,8 +327,7 @@ class _Resolver:
         rel_norm = rel.replace("\\", "/")
         if not _is_image_name(rel_norm):
             raise DatasetError(
-                f"{self.list_file} line {lineno}: expected an image path "
-                f"({', '.join(IMAGE_EXTENSIONS)}), got {rel!r}"
+                f"{self.list_file} line {lineno}: expected an image path ({', '.join(IMAGE_EXTENSIONS)}), got {rel!r}"
             )
         candidates = [os.path.normpath(os.path.join(b, rel_norm)) for b in self.bases]
         for cand in candidates:
@@ -356,14 +350,10 @@ class _Resolver:
         lineno, path = self.missing[0]
         more = len(self.missing) - 1
         extra = f" (and {more} more missing images listed in this file)" if more else ""
-        raise DatasetError(
-            f"{self.list_file} line {lineno}: referenced image {path} does not exist{extra}"
-        )
+        raise DatasetError(f"{self.list_file} line {lineno}: referenced image {path} does not exist{extra}")
 
 
-def _finish(
-    records: list[Record], verify: bool, dataset: str, workers: int | None = None
-) -> list[Record]:
+def _finish(records: list[Record], verify: bool, dataset: str, workers: int | None = None) -> list[Record]:
     records.sort()
     if verify:
         failures = verify_images(records, workers=workers, desc=f"verify {_DISPLAY[dataset]}")
@@ -389,25 +379,18 @@ def _read_id_file(path: str) -> list[int]:
         raise DatasetError(f"{path}: empty id file, expected {fmt}")
     if len(lines) > 1:
         lineno, line = lines[1]
-        raise DatasetError(
-            f"{path}: expected {fmt}, found {len(lines)} non-empty lines "
-            f"(line {lineno}: {line[:80]!r})"
-        )
+        raise DatasetError(f"{path}: expected {fmt}, found {len(lines)} non-empty lines (line {lineno}: {line[:80]!r})")
     lineno, line = lines[0]
     tokens = [t.strip() for t in line.split(",")]
     if len(tokens) > 1 and tokens[-1] == "":  # tolerate one trailing comma
         tokens.pop()
     if not all(re.fullmatch(r"\d+", t) for t in tokens):
-        raise DatasetError(
-            f"{path} line {lineno}: expected comma-separated integers, got {line[:80]!r}"
-        )
+        raise DatasetError(f"{path} line {lineno}: expected comma-separated integers, got {line[:80]!r}")
     ids = [int(t) for t in tokens]
     seen: set[int] = set()
     for i in ids:
         if i in seen:
-            raise DatasetError(
-                f"{path} line {lineno}: expected distinct ids, id {i} is listed twice"
-            )
+            raise DatasetError(f"{path} line {lineno}: expected distinct ids, id {i} is listed twice")
         seen.add(i)
     return ids
 
@@ -432,14 +415,11 @@ def sysu_mm01_split_ids(root: PathLike) -> dict[str, list[int]]:
     test = _read_id_file(os.path.join(exp, "test_id.txt"))
     overlap = sorted(set(train) & set(val))
     if overlap:
-        raise DatasetError(
-            f"{exp}: expected disjoint train_id.txt and val_id.txt, both list ids {overlap[:10]}"
-        )
+        raise DatasetError(f"{exp}: expected disjoint train_id.txt and val_id.txt, both list ids {overlap[:10]}")
     overlap = sorted(set(train + val) & set(test))
     if overlap:
         raise DatasetError(
-            f"{exp}: expected test_id.txt disjoint from train_id.txt + val_id.txt, "
-            f"both list ids {overlap[:10]}"
+            f"{exp}: expected test_id.txt disjoint from train_id.txt + val_id.txt, both list ids {overlap[:10]}"
         )
     return {"train": sorted(train + val), "test": sorted(test)}
 
@@ -526,9 +506,7 @@ def sysu_query_gallery(
         ``(query, gallery_candidates)``, each sorted by path.
     """
     if mode not in SYSU_GALLERY_CAMERAS:
-        raise ValueError(
-            f"SYSU-MM01 search mode must be one of {tuple(SYSU_GALLERY_CAMERAS)}, got {mode!r}"
-        )
+        raise ValueError(f"SYSU-MM01 search mode must be one of {tuple(SYSU_GALLERY_CAMERAS)}, got {mode!r}")
     if isinstance(root_or_test_records, (str, os.PathLike)):
         records = read_sysu_mm01(root_or_test_records, "test")
     else:
@@ -585,7 +563,7 @@ def _loadmat(path: str, key: str, what: str) -> np.ndarray:
 
 
 def read_sysu_mm01_official(root: PathLike) -> SysuOfficialSplit:
-    """Read the SYSU-MM01 authors' evaluation files (PROTOCOLS.md, second mode).
+    """Read the SYSU-MM01 authors' evaluation files (docs/protocols.md, second mode).
 
     ``exp/rand_perm_cam.mat`` holds ``rand_perm_cam``, a 6 x 1 MATLAB cell (one per
     camera) of cells indexed by identity (``{cam}{pid}``, 1-based), each a
@@ -685,8 +663,7 @@ def _read_labelled_list(
         pid = _parse_int(label, list_file, lineno, "label", fmt)
         if top_folder is not None and rel.replace("\\", "/").split("/")[0] != top_folder:
             raise DatasetError(
-                f"{list_file} line {lineno}: expected a {modality} image path under "
-                f"{top_folder}/, got {rel!r}"
+                f"{list_file} line {lineno}: expected a {modality} image path under {top_folder}/, got {rel!r}"
             )
         path = resolve(rel, lineno)
         try:
@@ -738,9 +715,7 @@ def read_regdb(
         ("thermal", "Thermal", INFRARED, REGDB_THERMAL_CAMID),
     ):
         list_file = os.path.join(root, "idx", f"{split}_{kind}_{int(trial)}.txt")
-        records += _read_labelled_list(
-            "regdb", root, list_file, modality, camid, folder, problems=problems
-        )
+        records += _read_labelled_list("regdb", root, list_file, modality, camid, folder, problems=problems)
     return _finish(records, verify, "regdb")
 
 
@@ -761,9 +736,7 @@ def _llcm_camid(list_file: str) -> Callable[[str, int], int]:
     return camid
 
 
-def read_llcm(
-    root: PathLike, split: str = "train", *, verify: bool = False, problems: Problems = None
-) -> list[Record]:
+def read_llcm(root: PathLike, split: str = "train", *, verify: bool = False, problems: Problems = None) -> list[Record]:
     """Read LLCM (Zhang & Wang, CVPR 2023).
 
     Layout: ``vis/``, ``nir/`` and ``idx/{train,test}_{vis,nir}.txt`` with lines
@@ -787,9 +760,7 @@ def read_llcm(
     for kind, modality in (("vis", VISIBLE), ("nir", INFRARED)):
         list_file = os.path.join(root, "idx", f"{split}_{kind}.txt")
         camid = _llcm_camid(list_file)
-        records += _read_labelled_list(
-            "llcm", root, list_file, modality, camid, kind, problems=problems
-        )
+        records += _read_labelled_list("llcm", root, list_file, modality, camid, kind, problems=problems)
     return _finish(records, verify, "llcm")
 
 
@@ -886,11 +857,7 @@ def read_sysu_mm02(
         raise ValueError(f"SYSU-MM02: file_cam_modality values must be in {MODALITIES}, got {bad}")
     root = _check_root("sysu-mm02", root)
     fmt = "<relative/path> <pid> <cam>"
-    lists = (
-        [("train.txt", None)]
-        if split == "train"
-        else [("test_rgb.txt", VISIBLE), ("test_ir.txt", INFRARED)]
-    )
+    lists = [("train.txt", None)] if split == "train" else [("test_rgb.txt", VISIBLE), ("test_ir.txt", INFRARED)]
     records = []
     for name, list_modality in lists:
         list_file = os.path.join(root, name)
@@ -1011,10 +978,7 @@ def read_list(
     lines = text.splitlines()
     first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first is None:
-        raise DatasetError(
-            f"{list_file}: empty list file, expected a header "
-            f"path,pid,camid,modality[,split] and rows"
-        )
+        raise DatasetError(f"{list_file}: empty list file, expected a header path,pid,camid,modality[,split] and rows")
     delimiter = "\t" if list_file.lower().endswith(".tsv") or "\t" in lines[first] else ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header: list[str] | None = None
@@ -1042,14 +1006,12 @@ def read_list(
             col = {c: header.index(c) for c in header}
             if split is not None and "split" not in col:
                 raise DatasetError(
-                    f"{list_file}: split={split!r} requested, expected a 'split' column, "
-                    f"found columns {header}"
+                    f"{list_file}: split={split!r} requested, expected a 'split' column, found columns {header}"
                 )
             continue
         if len(row) != len(header):
             raise DatasetError(
-                f"{list_file} line {lineno}: expected {len(header)} fields "
-                f"({','.join(header)}), got {len(row)}: {row}"
+                f"{list_file} line {lineno}: expected {len(header)} fields ({','.join(header)}), got {len(row)}: {row}"
             )
         n_rows += 1
         cells = [c.strip() for c in row]
@@ -1063,16 +1025,13 @@ def read_list(
         modality = cells[col["modality"]].lower()
         if modality not in MODALITIES:
             raise DatasetError(
-                f"{list_file} line {lineno}: expected modality in {MODALITIES}, "
-                f"got {cells[col['modality']]!r}"
+                f"{list_file} line {lineno}: expected modality in {MODALITIES}, got {cells[col['modality']]!r}"
             )
         records.append(Record(resolve(cells[col["path"]], lineno), pid, camid, modality))
     if header is None or n_rows == 0:
         raise DatasetError(f"{list_file}: expected at least one row after the header, found none")
     if split is not None and not records:
-        raise DatasetError(
-            f"{list_file}: expected rows with split={split!r}, found splits {sorted(splits_seen)}"
-        )
+        raise DatasetError(f"{list_file}: expected rows with split={split!r}, found splits {sorted(splits_seen)}")
     missing = resolve.raise_missing(problems)
     records = [r for r in records if r.path not in missing]
     return _finish(records, verify, "list")
@@ -1182,8 +1141,7 @@ def _unknown_layout(root: str) -> DatasetError:
     else:
         found = "a file" if os.path.exists(root) else "nothing (path does not exist)"
     return DatasetError(
-        f"unknown layout at {root}: expected one of {needs}; or a .csv/.tsv list file; "
-        f"found: {found}{hint}"
+        f"unknown layout at {root}: expected one of {needs}; or a .csv/.tsv list file; found: {found}{hint}"
     )
 
 
@@ -1207,9 +1165,7 @@ def _canonical_name(name: str) -> str:
     raise ValueError(f"unknown dataset name {name!r}: expected 'auto' or one of {sorted(READERS)}")
 
 
-def read_dataset(
-    name: str, root: PathLike, split: str | None = None, **kwargs: object
-) -> list[Record]:
+def read_dataset(name: str, root: PathLike, split: str | None = None, **kwargs: object) -> list[Record]:
     """Read a dataset by name (``"auto"``: :func:`detect_layout`), for CLIs and configs.
 
     Args:

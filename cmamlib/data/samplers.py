@@ -2,7 +2,7 @@
 
 - :class:`RandomIdentitySampler`: torchreid's ``RandomIdentitySampler`` semantics.
 - :class:`CrossModalitySampler`: K/2 visible + K/2 infrared images per identity when the
-  identity has both modalities (the stage-2 batches of ``shared/METHOD.md``).
+  identity has both modalities (the stage-2 batches of ``docs/method.md``).
 
 One pass ("epoch", default): every identity's images are shuffled and cut into chunks
 of K (an identity with fewer than K images gives one chunk drawn with replacement; a

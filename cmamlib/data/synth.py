@@ -46,7 +46,7 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -162,11 +162,23 @@ class SynthConfig:
 
 PRESETS: dict[str, SynthConfig] = {
     "tiny": SynthConfig(
-        sysu_ids=24, sysu_test_ids=8, sysu_val_ids=4, sysu_vis_per_cam=2, sysu_ir_per_cam=2,
-        regdb_ids=20, regdb_per_modality=3, market_train_ids=20, market_test_ids=8, market_per_cam=1,
+        sysu_ids=24,
+        sysu_test_ids=8,
+        sysu_val_ids=4,
+        sysu_vis_per_cam=2,
+        sysu_ir_per_cam=2,
+        regdb_ids=20,
+        regdb_per_modality=3,
+        market_train_ids=20,
+        market_test_ids=8,
+        market_per_cam=1,
     ),
     "small": SynthConfig(
-        sysu_ids=120, sysu_test_ids=30, sysu_val_ids=15, regdb_ids=60, market_train_ids=120,
+        sysu_ids=120,
+        sysu_test_ids=30,
+        sysu_val_ids=15,
+        regdb_ids=60,
+        market_train_ids=120,
         market_test_ids=30,
     ),
     "default": SynthConfig(),
@@ -252,7 +264,9 @@ def make_identity(seed: int, domain: str, pid: int, cfg: SynthConfig) -> Identit
     nir[SKIN] = np.clip(0.72 + 0.15 * (skin_v - 0.55) + rng.normal(0, 0.04), 0.5, 0.9)
     nir[HAIR] = np.clip(0.22 + 0.35 * lum[HAIR] + rng.normal(0, 0.05), 0.1, 0.6)
     # Thermal emission (RegDB): warm skin, clothes by thickness, cool accessories.
-    thermal = np.clip(0.45 + cfg.thermal_random * rng.random(N_MAT) + cfg.thermal_luma_weight * (lum - 0.5), 0.1, 0.9).astype(np.float32)
+    thermal = np.clip(
+        0.45 + cfg.thermal_random * rng.random(N_MAT) + cfg.thermal_luma_weight * (lum - 0.5), 0.1, 0.9
+    ).astype(np.float32)
     thermal[SKIN] = rng.uniform(0.85, 0.97)
     thermal[HAIR] = rng.uniform(0.55, 0.7)
     thermal[BAG] = rng.uniform(0.15, 0.35)
@@ -328,8 +342,14 @@ def make_cameras(seed: int, domain: str, cfg: SynthConfig) -> dict[int, Camera]:
     """The cameras of a synthetic dataset (SYSU: 1-6, Market: 1-6, RegDB: 1 visible, 2 thermal)."""
     rng = np.random.default_rng([seed, DOMAIN_CODES[domain], 999])
     if domain == "sysu":
-        spec = {1: ("visible", "indoor"), 2: ("visible", "indoor"), 3: ("nir", "indoor"),
-                4: ("visible", "outdoor"), 5: ("visible", "outdoor"), 6: ("nir", "outdoor")}
+        spec = {
+            1: ("visible", "indoor"),
+            2: ("visible", "indoor"),
+            3: ("nir", "indoor"),
+            4: ("visible", "outdoor"),
+            5: ("visible", "outdoor"),
+            6: ("nir", "outdoor"),
+        }
         sizes = {1: (128, 64), 2: (136, 68), 3: (128, 64), 4: (120, 60), 5: (128, 64), 6: (144, 72)}
     elif domain == "market":
         spec = {c: ("visible", "outdoor" if c % 2 else "indoor") for c in range(1, 7)}
@@ -438,16 +458,24 @@ def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale
     foot_xs = [leg_xs[0] - stride, leg_xs[1] + stride]
     cover = {"pants": 1.0, "capri": 0.72, "shorts": 0.4, "skirt": 0.0}[ident.lower_cut]
     for lx, fx in zip(leg_xs, foot_xs):
-        d.polygon([(lx - leg_w, hip_y), (lx + leg_w, hip_y), (fx + leg_w * 0.7, feet), (fx - leg_w * 0.7, feet)], fill=SKIN)
+        d.polygon(
+            [(lx - leg_w, hip_y), (lx + leg_w, hip_y), (fx + leg_w * 0.7, feet), (fx - leg_w * 0.7, feet)], fill=SKIN
+        )
         if cover > 0:
             ky = hip_y + (feet - hip_y) * cover
             kx = lx + (fx - lx) * cover
             w2 = leg_w * (1 - 0.3 * cover)
-            d.polygon([(lx - leg_w - 0.5, hip_y), (lx + leg_w + 0.5, hip_y), (kx + w2 + 0.5, ky), (kx - w2 - 0.5, ky)], fill=LOWER)
+            d.polygon(
+                [(lx - leg_w - 0.5, hip_y), (lx + leg_w + 0.5, hip_y), (kx + w2 + 0.5, ky), (kx - w2 - 0.5, ky)],
+                fill=LOWER,
+            )
         d.ellipse((fx - leg_w * 1.1 + facing * 2, feet - 3.5, fx + leg_w * 1.1 + facing * 2, feet + 1), fill=SHOES)
     if ident.lower_cut == "skirt":
         sk_y = hip_y + (feet - hip_y) * rng.uniform(0.38, 0.42)
-        d.polygon([(cx - hw * 1.05, hip_y - 1), (cx + hw * 1.05, hip_y - 1), (cx + hw * 1.6, sk_y), (cx - hw * 1.6, sk_y)], fill=LOWER)
+        d.polygon(
+            [(cx - hw * 1.05, hip_y - 1), (cx + hw * 1.05, hip_y - 1), (cx + hw * 1.6, sk_y), (cx - hw * 1.6, sk_y)],
+            fill=LOWER,
+        )
     if ident.lower_stripe and cover > 0:  # track-pants side stripe
         for lx, fx in zip(leg_xs, foot_xs):
             sx = lx + (leg_w * 0.7 if not side else 0)
@@ -456,13 +484,18 @@ def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale
     # Backpack behind the body on side views.
     if ident.bag == "backpack" and side:
         bx = cx - facing * sw * 1.3
-        d.rounded_rectangle((bx - sw * 0.7, sh_y + 2, bx + sw * 0.7, sh_y + 0.65 * (hip_y - sh_y) + 4), radius=2, fill=BAG)
+        d.rounded_rectangle(
+            (bx - sw * 0.7, sh_y + 2, bx + sw * 0.7, sh_y + 0.65 * (hip_y - sh_y) + 4), radius=2, fill=BAG
+        )
 
     # Torso (a coat extends over the thighs).
     bottom = hip_y + (0.22 * (feet - hip_y) if ident.upper_cut == "coat" else 1)
     d.polygon([(cx - sw, sh_y), (cx + sw, sh_y), (cx + hw * 1.05, bottom), (cx - hw * 1.05, bottom)], fill=UPPER)
     if ident.upper_cut == "jacket" and view == "front":
-        d.polygon([(cx - sw * 0.28, sh_y), (cx + sw * 0.28, sh_y), (cx + sw * 0.22, bottom), (cx - sw * 0.22, bottom)], fill=INNER)
+        d.polygon(
+            [(cx - sw * 0.28, sh_y), (cx + sw * 0.28, sh_y), (cx + sw * 0.22, bottom), (cx - sw * 0.22, bottom)],
+            fill=INNER,
+        )
 
     # Arms: sleeve part in the garment, the rest skin.
     sleeve = {"tshirt": 0.35, "longsleeve": 0.92, "tank": 0.0, "jacket": 0.95, "coat": 0.95}[ident.upper_cut]
@@ -474,10 +507,15 @@ def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale
         ax = cx + s * (sw + arm_w * 0.6) if not side else cx + facing * 1.5
         hx = ax + swing + s * 1.5
         hy = sh_y + arm_len
-        d.polygon([(ax - arm_w, sh_y + 1), (ax + arm_w, sh_y + 1), (hx + arm_w * 0.8, hy), (hx - arm_w * 0.8, hy)], fill=SKIN)
+        d.polygon(
+            [(ax - arm_w, sh_y + 1), (ax + arm_w, sh_y + 1), (hx + arm_w * 0.8, hy), (hx - arm_w * 0.8, hy)], fill=SKIN
+        )
         if sleeve > 0:
             ex, ey = ax + (hx - ax) * sleeve, sh_y + arm_len * sleeve
-            d.polygon([(ax - arm_w - 0.5, sh_y), (ax + arm_w + 0.5, sh_y), (ex + arm_w + 0.3, ey), (ex - arm_w - 0.3, ey)], fill=UPPER)
+            d.polygon(
+                [(ax - arm_w - 0.5, sh_y), (ax + arm_w + 0.5, sh_y), (ex + arm_w + 0.3, ey), (ex - arm_w - 0.3, ey)],
+                fill=UPPER,
+            )
         d.ellipse((hx - arm_w, hy - arm_w * 0.5, hx + arm_w, hy + arm_w * 1.5), fill=SKIN)
         hand_pts.append((hx, hy))
 
@@ -494,17 +532,24 @@ def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale
             if view == "back":
                 d.rectangle((cx - r_head * 0.85, head_cy, cx + r_head * 0.85, head_cy + L + r_head), fill=HAIR)
             elif side:
-                d.rectangle((cx - facing * r_head * 0.9 - 1.5, head_cy - 1, cx - facing * r_head * 0.3, head_cy + L), fill=HAIR)
+                d.rectangle(
+                    (cx - facing * r_head * 0.9 - 1.5, head_cy - 1, cx - facing * r_head * 0.3, head_cy + L), fill=HAIR
+                )
             else:
                 for s in (-1, 1):
-                    d.rectangle((cx + s * r_head * 0.95 - 1.2, head_cy - 1, cx + s * r_head * 0.95 + 1.2, head_cy + L * 0.8), fill=HAIR)
+                    d.rectangle(
+                        (cx + s * r_head * 0.95 - 1.2, head_cy - 1, cx + s * r_head * 0.95 + 1.2, head_cy + L * 0.8),
+                        fill=HAIR,
+                    )
     if ident.hair_style == "hat":
         d.chord((hx0 - 1.5, top - 2.5, hx1 + 1.5, top + 1.4 * r_head), 180, 360, fill=HAT)
         d.rectangle((hx0 - 2 + facing * 2, top + 0.55 * r_head, hx1 + 2 + facing * 2, top + 0.75 * r_head), fill=HAT)
 
     # Bags over the torso.
     if ident.bag == "backpack" and view == "back":
-        d.rounded_rectangle((cx - sw * 0.72, sh_y + 2, cx + sw * 0.72, sh_y + 0.7 * (hip_y - sh_y) + 3), radius=2, fill=BAG)
+        d.rounded_rectangle(
+            (cx - sw * 0.72, sh_y + 2, cx + sw * 0.72, sh_y + 0.7 * (hip_y - sh_y) + 3), radius=2, fill=BAG
+        )
     elif ident.bag == "backpack" and view == "front":
         for s in (-1, 1):
             d.line((cx + s * sw * 0.55, sh_y, cx + s * sw * 0.6, sh_y + 0.5 * (hip_y - sh_y)), fill=BAG, width=2)
@@ -667,7 +712,9 @@ def _regdb_plan(root: Path, seed: int, cfg: SynthConfig) -> tuple[list[_Job], li
                 view = "front" if k % 2 == 0 else "back"
                 rel = f"{folder}/{pid}/{gender}_{view}_{tag}_{serial:05d}_{pid}.bmp"
                 # a paired thermal image replays its visible twin's draws (pose, view, window)
-                jobs.append(_Job(str(root / rel), "regdb", pid, cam, k, fmt="BMP", rng_cam=1 if cfg.regdb_paired else None))
+                jobs.append(
+                    _Job(str(root / rel), "regdb", pid, cam, k, fmt="BMP", rng_cam=1 if cfg.regdb_paired else None)
+                )
                 entries.append((rel, pid, cam))
     return jobs, entries
 
@@ -821,7 +868,7 @@ def _sysu_mm02_plan(root: Path, seed: int, cfg: SynthConfig) -> tuple[list[_Job]
         rpid, c, k = train[int(i)]
         rel = f"train/{'rgb' if c == 1 else 'ir'}/{serial:06d}.jpg"
         jobs.append(_Job(str(root / rel), "sysu", rpid, SYSU_MM02_RENDER_CAMS[c], k))
-    entries = sorted((job.path, c) for job, (_, c, _) in zip(jobs[-len(train):], (train[int(i)] for i in order)))
+    entries = sorted((job.path, c) for job, (_, c, _) in zip(jobs[-len(train) :], (train[int(i)] for i in order)))
     lines["train.txt"] = [f"{Path(p).relative_to(root).as_posix()} 0 {c}" for p, c in entries]
     return jobs, lines
 
@@ -830,8 +877,11 @@ def _count_sysu_mm02(lines: dict[str, list[str]]) -> dict:
     train = [ln.split() for ln in lines["train.txt"]]
     return {
         "train": {"visible": sum(f[2] == "1" for f in train), "infrared": sum(f[2] != "1" for f in train)},
-        "test": {"ids": len({ln.split()[1] for ln in lines["test_rgb.txt"]}),
-                 "visible": len(lines["test_rgb.txt"]), "infrared": len(lines["test_ir.txt"])},
+        "test": {
+            "ids": len({ln.split()[1] for ln in lines["test_rgb.txt"]}),
+            "visible": len(lines["test_rgb.txt"]),
+            "infrared": len(lines["test_ir.txt"]),
+        },
     }
 
 
@@ -865,7 +915,9 @@ def generate(
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     unknown = set(datasets) - set(DOMAIN_CODES) - {"sysumm02"}
     if unknown:
-        raise ValueError(f"unknown datasets {sorted(unknown)}; expected a subset of {sorted(DOMAIN_CODES) + ['sysumm02']}")
+        raise ValueError(
+            f"unknown datasets {sorted(unknown)}; expected a subset of {sorted(DOMAIN_CODES) + ['sysumm02']}"
+        )
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -886,8 +938,12 @@ def generate(
         rj, entries = _regdb_plan(root, seed, cfg)
         jobs += rj
         _write_regdb_idx(root, entries, seed, cfg)
-        counts["RegDB-synth"] = {"ids": cfg.regdb_ids, "visible": cfg.regdb_ids * cfg.regdb_per_modality,
-                                 "thermal": cfg.regdb_ids * cfg.regdb_per_modality, "splits": 10}
+        counts["RegDB-synth"] = {
+            "ids": cfg.regdb_ids,
+            "visible": cfg.regdb_ids * cfg.regdb_per_modality,
+            "thermal": cfg.regdb_ids * cfg.regdb_per_modality,
+            "splits": 10,
+        }
     if "market" in datasets:
         root = out / "Market-1501-synth"
         _clean(root)
@@ -916,9 +972,14 @@ def generate(
     bar.close()
     if "sysu" in datasets:  # the official-protocol files need the rendered tree
         write_sysu_mm01_official(out / "SYSU-MM01-synth", seed)
-    summary = {"preset": preset if isinstance(preset, str) else "custom", "seed": seed,
-               "config": asdict(cfg), "counts": counts, "images": len(jobs),
-               "seconds": round(time.time() - t0, 2)}
+    summary = {
+        "preset": preset if isinstance(preset, str) else "custom",
+        "seed": seed,
+        "config": asdict(cfg),
+        "counts": counts,
+        "images": len(jobs),
+        "seconds": round(time.time() - t0, 2),
+    }
     # The manifest's timing varies between runs; it sits beside the trees, not inside them.
     (out / "synth_manifest.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -946,8 +1007,11 @@ def _count_sysu(jobs: list[_Job], meta: dict) -> dict:
     c: dict = {}
     for s in ("train", "val", "test"):
         js = [j for j in jobs if split_of[j.pid] == s]
-        c[s] = {"ids": len(meta[s]), "visible": sum(j.cam not in (3, 6) for j in js),
-                "infrared": sum(j.cam in (3, 6) for j in js)}
+        c[s] = {
+            "ids": len(meta[s]),
+            "visible": sum(j.cam not in (3, 6) for j in js),
+            "infrared": sum(j.cam in (3, 6) for j in js),
+        }
     return c
 
 
@@ -982,8 +1046,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--datasets", default="sysu,regdb,market,sysumm02",
-                    help="comma-separated subset of sysu,regdb,market,sysumm02")
+    ap.add_argument(
+        "--datasets", default="sysu,regdb,market,sysumm02", help="comma-separated subset of sysu,regdb,market,sysumm02"
+    )
     args = ap.parse_args(list(argv) if argv is not None else None)
     s = generate(args.out, args.preset, args.seed, args.workers, tuple(args.datasets.split(",")))
     print(json.dumps({k: s[k] for k in ("preset", "seed", "images", "seconds", "counts")}, indent=2))

@@ -100,7 +100,7 @@ def gray_view(
     fake_ir: torch.Tensor | None = None,
     fake_ir_weight: float = 0.2,
 ) -> torch.Tensor:
-    """The gray view of METHOD.md (``gray_mode``): "random_channel" (default) or "luma".
+    """The gray view of docs/method.md (``gray_mode``): "random_channel" (default) or "luma".
 
     When user-supplied generated fake-IR images ``fake_ir`` (same shape) are given, the
     view is ``fake_ir_weight * fake_ir + (1 - fake_ir_weight) * gray`` (0.2 / 0.8 in the
@@ -127,7 +127,9 @@ def denormalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.
     return x * s + m
 
 
-def gray_of_normalised(x: torch.Tensor, mode: str = "random_channel", gen: torch.Generator | None = None) -> torch.Tensor:
+def gray_of_normalised(
+    x: torch.Tensor, mode: str = "random_channel", gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Gray view of an already augmented and normalised batch (so both views share the
     crop, flip and erasing): denormalise, :func:`gray_view`, normalise again.
     ``(B, 3, H, W)`` float in, same shape out."""
@@ -184,7 +186,9 @@ def random_erasing(
     b, _, h, w = x.shape
     apply = torch.rand(b, generator=gen) < p
     a = (area[0] + (area[1] - area[0]) * torch.rand(b, generator=gen)) * h * w
-    logr = torch.log(torch.tensor(ratio[0])) + (torch.log(torch.tensor(ratio[1] / ratio[0]))) * torch.rand(b, generator=gen)
+    logr = torch.log(torch.tensor(ratio[0])) + (torch.log(torch.tensor(ratio[1] / ratio[0]))) * torch.rand(
+        b, generator=gen
+    )
     r = torch.exp(logr)
     eh = torch.sqrt(a * r).round().clamp(1, h).long()
     ew = torch.sqrt(a / r).round().clamp(1, w).long()
@@ -192,14 +196,19 @@ def random_erasing(
     x0 = (torch.rand(b, generator=gen) * (w - ew + 1).float()).long()
     yy = torch.arange(h).view(1, h, 1)
     xx = torch.arange(w).view(1, 1, w)
-    m = (yy >= y0.view(b, 1, 1)) & (yy < (y0 + eh).view(b, 1, 1)) & (xx >= x0.view(b, 1, 1)) & (xx < (x0 + ew).view(b, 1, 1))
+    m = (
+        (yy >= y0.view(b, 1, 1))
+        & (yy < (y0 + eh).view(b, 1, 1))
+        & (xx >= x0.view(b, 1, 1))
+        & (xx < (x0 + ew).view(b, 1, 1))
+    )
     m = (m & apply.view(b, 1, 1)).unsqueeze(1).to(x.device)
     return x.masked_fill(m, value)
 
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation (re-ID standard; METHOD.md "Defaults").
+    """Training augmentation (re-ID standard; docs/method.md "Defaults").
 
     Attributes:
         flip: horizontal flip probability.

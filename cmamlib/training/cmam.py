@@ -1,5 +1,5 @@
 """Stage 1: CMAM, cross-modality asymmetric mutual learning on unlabeled visible source
-images (shared/METHOD.md, "Stage 1" and "What the authors' released code does").
+images (docs/method.md, "Stage 1" and "What the authors' released code does").
 
 Two networks:
 
@@ -28,7 +28,7 @@ batches with
   ``symKL`` / ``SIM`` from :mod:`cmamlib.losses`, KL switched on after
   ``kl_start_fraction`` of the epochs (the authors' two-run schedule).
 
-Ablations (METHOD.md): ``symmetric`` (the RGB view is also a student of ``F_g``),
+Ablations (docs/method.md): ``symmetric`` (the RGB view is also a student of ``F_g``),
 ``tie_rgb_to_gray`` (an extra term pulling ``F_rg(RGB)`` towards ``F_rg(gray)``),
 ``use_aux_gray=False`` (no ``F_g``), ``use_gray_view=False`` (RGB only), ``ema``
 (mean-teacher targets). Source identity labels are never read here: only image paths.
@@ -71,7 +71,7 @@ from .common import (
     set_lr,
     to_memory_format,
 )
-from .loop import StopTraining, ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
+from .loop import ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
 
 __all__ = ["CMAMConfig", "CMAMResult", "run_cmam", "VARIANTS"]
 
@@ -79,7 +79,7 @@ __all__ = ["CMAMConfig", "CMAMResult", "run_cmam", "VARIANTS"]
 @dataclass
 class CMAMConfig:
     """Stage-1 configuration. Defaults: the CPU synthetic preset; the paper-scale values
-    are in METHOD.md ("Defaults at paper scale"). Fields marked *reconstruction* are
+    are in docs/method.md ("Defaults at paper scale"). Fields marked *reconstruction* are
     choices neither the paper's abstract nor its code settles.
 
     Attributes:
@@ -273,8 +273,9 @@ class CMAMResult:
 
 
 def _new_model(cfg: CMAMConfig, device: torch.device) -> ReIDNet:
-    model = build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local,
-                       pretrained=cfg.pretrained).to(device)
+    model = build_model(
+        cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local, pretrained=cfg.pretrained
+    ).to(device)
     return to_memory_format(model, cfg.channels_last)
 
 
@@ -352,8 +353,10 @@ def run_cmam(
     if resume and (state := dist.run_on_main(ckpt.load)) is not None:
         check_resume_config(state, cfg, ckpt.path)
         if state.get("label_file_sha256") != file_sha:
-            raise ValueError(f"cannot resume from {ckpt.path}: label_file {cfg.label_file} changed since the run "
-                             "started (another SHA-256); use another run folder or resume=False")
+            raise ValueError(
+                f"cannot resume from {ckpt.path}: label_file {cfg.label_file} changed since the run "
+                "started (another SHA-256); use another run folder or resume=False"
+            )
         restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
@@ -369,9 +372,31 @@ def run_cmam(
     for epoch in range(start_epoch, cfg.epochs):
         te = time.time()
         # ---- pseudo labels ---------------------------------------------------------
-        f_rgb = extract(model_rg, images, device, cfg.eval_batch_size, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features F_rg", distributed=True)
+        f_rgb = extract(
+            model_rg,
+            images,
+            device,
+            cfg.eval_batch_size,
+            amp=cfg.amp,
+            amp_dtype=cfg.amp_dtype,
+            progress=progress,
+            desc="features F_rg",
+            distributed=True,
+        )
         f_gray = (
-            extract(model_g, images, device, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features F_g", distributed=True)
+            extract(
+                model_g,
+                images,
+                device,
+                cfg.eval_batch_size,
+                gray=cfg.gray_mode,
+                seed=cfg.seed * 1000 + epoch,
+                amp=cfg.amp,
+                amp_dtype=cfg.amp_dtype,
+                progress=progress,
+                desc="features F_g",
+                distributed=True,
+            )
             if model_g is not None
             else None
         )
@@ -384,32 +409,58 @@ def run_cmam(
             elif file_labels is not None:  # another method's labels, read once (the authors: PPLR's)
                 labels = labels_g = file_labels
             elif cfg.label_space == "shared":
-                labels = pseudo_labels(fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion), cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend)
+                labels = pseudo_labels(
+                    fuse([f for f in (f_rgb, f_gray) if f is not None], cfg.fusion),
+                    cfg.k1,
+                    cfg.k2,
+                    cfg.eps,
+                    cfg.min_samples,
+                    camids=cams,
+                    knn_backend=cfg.knn_backend,
+                )
                 labels_g = labels
             else:
-                labels = pseudo_labels(f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend)
-                labels_g = pseudo_labels(f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend) if f_gray is not None else labels
+                labels = pseudo_labels(
+                    f_rgb, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend
+                )
+                labels_g = (
+                    pseudo_labels(
+                        f_gray, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, camids=cams, knn_backend=cfg.knn_backend
+                    )
+                    if f_gray is not None
+                    else labels
+                )
             return labels, labels_g
 
         labels, labels_g = dist.run_on_main(_pseudo_labels)
         n_clusters = int(labels.max()) + 1
         p = cfg.batch_size // cfg.num_instances
         if n_clusters < p and file_labels is not None and not instance_phase:
-            raise RuntimeError(f"stage 1: label_file {cfg.label_file} has {n_clusters} labels, fewer than the P={p} "
-                               "identities a batch needs; lower batch_size / num_instances")
+            raise RuntimeError(
+                f"stage 1: label_file {cfg.label_file} has {n_clusters} labels, fewer than the P={p} "
+                "identities a batch needs; lower batch_size / num_instances"
+            )
         if n_clusters < p:
             raise RuntimeError(
                 f"stage 1, epoch {epoch}: DBSCAN found {n_clusters} clusters in {len(labels)} source images "
                 f"({float((labels < 0).mean()):.0%} noise), fewer than the P={p} identities a batch needs; "
                 f"raise eps (now {cfg.eps}), lower min_samples ({cfg.min_samples}) or batch_size / num_instances"
             )
-        mem_rg = ClusterMemory(model_rg.feat_dim, n_clusters, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+        mem_rg = ClusterMemory(model_rg.feat_dim, n_clusters, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(
+            device
+        )
         mem_rg.reset(f_rgb.to(device), torch.from_numpy(labels).to(device))
         mem_g = None
         if model_g is not None:
-            mem_g = ClusterMemory(model_g.feat_dim, int(labels_g.max()) + 1, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+            mem_g = ClusterMemory(
+                model_g.feat_dim, int(labels_g.max()) + 1, cfg.temperature, cfg.memory_momentum, cfg.memory_mode
+            ).to(device)
             mem_g.reset(f_gray.to(device), torch.from_numpy(labels_g).to(device))
-        row: dict = {"epoch": epoch, "phase": "instance" if instance_phase else "clusters", "cluster_seconds": time.time() - te}
+        row: dict = {
+            "epoch": epoch,
+            "phase": "instance" if instance_phase else "clusters",
+            "cluster_seconds": time.time() - te,
+        }
         row.update({f"labels_{k}": v for k, v in label_quality(labels, true_ids).items()})
         if file_sha is not None:
             row["label_file_sha256"] = file_sha
@@ -429,7 +480,9 @@ def run_cmam(
         lab_g_t = torch.from_numpy(labels_g).to(device)
         sums: dict[str, float] = {}
         ts = time.time()
-        for i, idx in enumerate(tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)):
+        for i, idx in enumerate(
+            tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        ):
             idx_t = torch.as_tensor(idx)
             x = augment(to_float(gather_batch(images, idx_t, device, cfg.pin_memory)), cfg.augment, gen)
             x = to_memory_format(x, cfg.channels_last)
@@ -439,7 +492,9 @@ def run_cmam(
                 x, y, y_g = dist.shard_batch(x), dist.shard_batch(y), dist.shard_batch(y_g)
                 xg = dist.shard_batch(xg) if xg is not None else None
             set_lr(opt, epoch_lr(cfg.lr, epoch, i, len(batches), cfg.epochs, cfg.warmup_epochs))
-            terms = _step_losses(cfg, x, xg, y, y_g, train_rg, train_g, mem_rg, mem_g, ema_rg, ema_g, kl, sim, tri, use_kl, device)
+            terms = _step_losses(
+                cfg, x, xg, y, y_g, train_rg, train_g, mem_rg, mem_g, ema_rg, ema_g, kl, sim, tri, use_kl, device
+            )
             loss = sum(v for k, v in terms.items() if not k.startswith("_"))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

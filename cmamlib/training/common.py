@@ -79,7 +79,9 @@ def to_memory_format(module_or_batch, channels_last: bool):
     return module_or_batch.contiguous(memory_format=torch.channels_last)
 
 
-def gather_batch(images: torch.Tensor, idx: torch.Tensor, device: torch.device, pin_memory: bool = True) -> torch.Tensor:
+def gather_batch(
+    images: torch.Tensor, idx: torch.Tensor, device: torch.device, pin_memory: bool = True
+) -> torch.Tensor:
     """Rows ``idx`` of the decoded ``(N, 3, H, W)`` uint8 image store, on ``device``.
 
     On CUDA with ``pin_memory`` the gathered rows are staged in page-locked memory and
@@ -148,7 +150,9 @@ def config_from_dict(cls, d: dict):
     kw = {}
     for k, v in d.items():
         f = names[k]
-        if is_dataclass(f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default) and isinstance(v, dict):
+        if is_dataclass(
+            f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
+        ) and isinstance(v, dict):
             sub = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
             kw[k] = config_from_dict(type(sub), v)
         elif isinstance(v, list):
@@ -190,10 +194,13 @@ class Checkpointer:
         try:
             atomic_save(state, self.path)
         except OSError as e:  # disk full, permission, quota, I/O error
-            kept = "the previous checkpoint there is intact" if self.path.exists() else "no checkpoint was written before"
+            kept = (
+                "the previous checkpoint there is intact" if self.path.exists() else "no checkpoint was written before"
+            )
             raise CheckpointError(
-                e.errno, f"could not write checkpoint {self.path} (epoch {state.get('epoch')}): "
-                f"{e.strerror or e}; {kept}: free space or fix permissions and rerun to resume"
+                e.errno,
+                f"could not write checkpoint {self.path} (epoch {state.get('epoch')}): "
+                f"{e.strerror or e}; {kept}: free space or fix permissions and rerun to resume",
             ) from e
 
     def load(self) -> dict | None:
@@ -221,8 +228,10 @@ def check_resume_config(state: dict, cfg: Any, path: Any) -> None:
         except TypeError:
             defaults = {}
     diff = sorted(
-        k for k in set(old) | set(new)
-        if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k)
+        k
+        for k in set(old) | set(new)
+        if k not in RESUME_FREE_FIELDS
+        and old.get(k) != new.get(k)
         and not (k not in old and k not in strict and k in defaults and new.get(k) == defaults[k])
     )
     if diff:

@@ -56,7 +56,15 @@ def extract(
         if hi > lo:
             tf = gray_transform(gray, seed, skip=lo) if gray else None
             batches = iterate_batches(images[lo:hi], batch_size, device=device, transform=tf)
-            part = extract_features(model, batches, device=device, amp=amp, amp_dtype=amp_dtype, progress=progress and dist.is_main(), desc=desc)
+            part = extract_features(
+                model,
+                batches,
+                device=device,
+                amp=amp,
+                amp_dtype=amp_dtype,
+                progress=progress and dist.is_main(),
+                desc=desc,
+            )
         else:
             part = torch.zeros((0, int(model.feat_dim)), dtype=torch.float32)
         return dist.all_gather_tensor(part)
@@ -112,7 +120,9 @@ def training_state(modules: dict[str, nn.Module | None], opt, scaler, gen: torch
     return state
 
 
-def restore_training_state(state: dict, modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator) -> None:
+def restore_training_state(
+    state: dict, modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator
+) -> None:
     """Inverse of :func:`training_state`: load everything back in place (absent modules skipped)."""
     for k, m in modules.items():
         if m is not None:

@@ -1,4 +1,4 @@
-"""Stage 2: unsupervised cross-modality self-training on the target (shared/METHOD.md,
+"""Stage 2: unsupervised cross-modality self-training on the target (docs/method.md,
 "Stage 2" and "What the authors' released code does" -> Stage 2).
 
 Two networks, initialised from stage 1 (or at random for the ablation):
@@ -102,7 +102,7 @@ OVERRIDE_KEYS = ("noise_clusters", "reject_pairs", "force_pairs", "epochs")
 @dataclass
 class SelfTrainConfig:
     """Stage-2 configuration. Defaults: the CPU synthetic preset; paper-scale values are
-    in METHOD.md ("Defaults at paper scale"). Fields marked *reconstruction* are choices
+    in docs/method.md ("Defaults at paper scale"). Fields marked *reconstruction* are choices
     neither the paper's abstract nor its code settles.
 
     Attributes:
@@ -360,7 +360,9 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
         raise ValueError(f"label_overrides: unknown keys {unknown}; known keys: {list(OVERRIDE_KEYS)}")
     nc = overrides.get("noise_clusters") or {}
     if not isinstance(nc, Mapping):
-        raise ValueError(f"label_overrides noise_clusters must be a dict {{'visible': [...], 'infrared': [...]}}, got {nc!r}")
+        raise ValueError(
+            f"label_overrides noise_clusters must be a dict {{'visible': [...], 'infrared': [...]}}, got {nc!r}"
+        )
     bad = sorted(set(nc) - {"visible", "infrared"})
     if bad:
         raise ValueError(f"label_overrides noise_clusters: unknown modalities {bad}; expected 'visible' / 'infrared'")
@@ -443,7 +445,9 @@ def apply_overrides(
         _check("visible", a, "force_pairs")
         _check("infrared", b, "force_pairs")
         if a in nv or b in ni:
-            raise ValueError(f"label_overrides force_pairs: [{a}, {b}] names a cluster that noise_clusters flags as noise")
+            raise ValueError(
+                f"label_overrides force_pairs: [{a}, {b}] names a cluster that noise_clusters flags as noise"
+            )
         pair_set = {(x, y) for x, y in pair_set if x != a and y != b}
         pair_set.add((a, b))
     out = np.array(sorted(pair_set), dtype=np.int64).reshape(-1, 2)
@@ -474,7 +478,9 @@ def _majority(labels: np.ndarray, true_ids: np.ndarray) -> dict[int, int]:
     return {c: major for c, (major, _, _) in cluster_majority(labels, true_ids).items()}
 
 
-def pair_accuracy(pairs: np.ndarray, vis_labels: np.ndarray, ir_labels: np.ndarray, vis_true: np.ndarray, ir_true: np.ndarray) -> float:
+def pair_accuracy(
+    pairs: np.ndarray, vis_labels: np.ndarray, ir_labels: np.ndarray, vis_true: np.ndarray, ir_true: np.ndarray
+) -> float:
     """Fraction of pairs whose visible and infrared clusters have the same majority
     true identity (diagnostics only); NaN without pairs."""
     if len(pairs) == 0:
@@ -494,7 +500,9 @@ def _kmeans(x: torch.Tensor, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=3, random_state=int(seed)).fit_predict(z).astype(np.int64)
 
 
-def _cluster(x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int, modality: str = "visible") -> np.ndarray:
+def _cluster(
+    x: torch.Tensor, cfg: SelfTrainConfig, kmeans_k: int | None, seed: int, modality: str = "visible"
+) -> np.ndarray:
     """DBSCAN with ``modality``'s parameters (``kmeans_k`` None) or k-means labels of
     already prepared features."""
     if kmeans_k is None:
@@ -576,8 +584,9 @@ def _pair_similarity(features: torch.Tensor, vis_idx, ir_idx, vis_lab, ir_lab, p
     return np.array([float(vc[rv[int(a)]] @ ic[ri[int(b)]]) for a, b in pairs], dtype=np.float64)
 
 
-def match_modalities(x_vis: torch.Tensor, x_ir: torch.Tensor, vis_labels: np.ndarray, ir_labels: np.ndarray,
-                     cfg: SelfTrainConfig) -> np.ndarray:
+def match_modalities(
+    x_vis: torch.Tensor, x_ir: torch.Tensor, vis_labels: np.ndarray, ir_labels: np.ndarray, cfg: SelfTrainConfig
+) -> np.ndarray:
     """Bipartite matching of the visible and infrared cluster centroids
     (:func:`cmamlib.labeling.match_clusters` with ``cfg.match_cost``,
     ``cfg.match_unequal``, ``cfg.match_threshold``).
@@ -656,12 +665,15 @@ def cluster_and_match(
     vis_idx, ir_idx = np.flatnonzero(~is_ir), np.flatnonzero(is_ir)
     if len(vis_idx) < 2 or len(ir_idx) < 2:
         raise ValueError(
-            f"per-modality clustering needs both modalities; got {len(vis_idx)} visible and {len(ir_idx)} infrared records"
+            "per-modality clustering needs both modalities; got "
+            f"{len(vis_idx)} visible and {len(ir_idx)} infrared records"
         )
     check_overrides(label_overrides)
     if cfg.camera_centering:
         if cams is None or len(cams) != len(is_ir):
-            raise ValueError(f"camera_centering=True needs cams of length {len(is_ir)}, got {None if cams is None else len(cams)}")
+            raise ValueError(
+                f"camera_centering=True needs cams of length {len(is_ir)}, got {None if cams is None else len(cams)}"
+            )
         x = camera_centre(x, np.asarray(cams))
     kv, ki = kmeans_k if kmeans_k is not None else (None, None)
     method = "k-means" if kmeans_k is not None else "DBSCAN"
@@ -724,13 +736,31 @@ def selftrain_epoch_features(
         ``fused`` is the input of :func:`cluster_and_match`.
     """
     dev = torch.device(device) if device is not None else next(model_a.parameters()).device
-    f_a = extract(model_a, images, dev, cfg.eval_batch_size, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features A",
-                  distributed=distributed)
+    f_a = extract(
+        model_a,
+        images,
+        dev,
+        cfg.eval_batch_size,
+        amp=cfg.amp,
+        amp_dtype=cfg.amp_dtype,
+        progress=progress,
+        desc="features A",
+        distributed=distributed,
+    )
     f_b = None
     if model_b is not None:
         f_b = extract(
-            model_b, images, dev, cfg.eval_batch_size, gray=cfg.gray_mode, seed=cfg.seed * 1000 + epoch,
-            amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=progress, desc="features B (gray)", distributed=distributed,
+            model_b,
+            images,
+            dev,
+            cfg.eval_batch_size,
+            gray=cfg.gray_mode,
+            seed=cfg.seed * 1000 + epoch,
+            amp=cfg.amp,
+            amp_dtype=cfg.amp_dtype,
+            progress=progress,
+            desc="features B (gray)",
+            distributed=distributed,
         )
     fused = fuse([f for f in (f_a, f_b) if f is not None], cfg.fusion)
     return f_a, f_b, fused
@@ -742,8 +772,9 @@ def selftrain_epoch_features(
 
 
 def _new_model(cfg: SelfTrainConfig) -> ReIDNet:
-    return build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local,
-                       pretrained=cfg.pretrained)
+    return build_model(
+        cfg.arch, width=cfg.width, last_stride=cfg.last_stride, non_local=cfg.non_local, pretrained=cfg.pretrained
+    )
 
 
 def _flatten(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -873,8 +904,10 @@ def run_selftrain(
         if state.get("label_overrides") != (None if label_overrides is None else dict(label_overrides)):
             raise ValueError(f"cannot resume from {ckpt.path}: it was written with other label_overrides")
         if state.get("init_fingerprint", init_fingerprint) != init_fingerprint:
-            raise ValueError(f"cannot resume from {ckpt.path}: it started from other initial models than "
-                             "init_models (e.g. a retrained stage 1); use another run folder or resume=False")
+            raise ValueError(
+                f"cannot resume from {ckpt.path}: it started from other initial models than "
+                "init_models (e.g. a retrained stage 1); use another run folder or resume=False"
+            )
         restore_training_state(state, modules, opt, scaler, gen)
         start_epoch = int(state["epoch"]) + 1
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
@@ -894,7 +927,9 @@ def run_selftrain(
         kmeans_phase = epoch >= cfg.epochs
         phase_epoch, phase_len = (epoch - cfg.epochs, cfg.kmeans_epochs) if kmeans_phase else (epoch, cfg.epochs)
         # ---- features ------------------------------------------------------------------
-        f_a, f_b, fused = selftrain_epoch_features(model_a, model_b, images, cfg, epoch, device, progress, distributed=True)
+        f_a, f_b, fused = selftrain_epoch_features(
+            model_a, model_b, images, cfg, epoch, device, progress, distributed=True
+        )
 
         # ---- pseudo labels (on rank 0 in a distributed run, broadcast) ---------------------
         if kmeans_phase:
@@ -912,7 +947,9 @@ def run_selftrain(
                     row["overrides_applied"] = True
                 vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
                 row["pairs"] = int(len(pairs))
-                row["pairs_correct_fraction"] = pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
+                row["pairs_correct_fraction"] = pair_accuracy(
+                    pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx]
+                )
                 counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
             else:  # joint: one clustering of both modalities, no matching
                 if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
@@ -925,7 +962,9 @@ def run_selftrain(
                 both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
                 pairs = np.stack([both, both], 1)
                 row["pairs"] = int(len(pairs))
-                row["pairs_correct_fraction"] = pair_accuracy(pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx])
+                row["pairs_correct_fraction"] = pair_accuracy(
+                    pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx]
+                )
                 counts = (int(labels.max(initial=-1)) + 1,) * 2
             return row, labels, counts
 
@@ -934,7 +973,9 @@ def run_selftrain(
             dbscan_counts = counts
         row.update({f"unified_{k}": v for k, v in label_quality(labels, true_ids).items()})
         n_ids = int(labels.max(initial=-1)) + 1
-        row["cross_ids"] = int(len(np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])))
+        row["cross_ids"] = int(
+            len(np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0]))
+        )
         if n_ids < p_ids:
             raise RuntimeError(
                 f"stage 2, epoch {epoch}: {n_ids} pseudo identities after {method} ({cfg.cluster_mode}; visible "
@@ -948,14 +989,17 @@ def run_selftrain(
         mem_a.reset(f_a.to(device), lab_t)
         mem_b = None
         if model_b is not None:
-            mem_b = ClusterMemory(model_b.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
+            mem_b = ClusterMemory(model_b.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(
+                device
+            )
             mem_b.reset(f_b.to(device), lab_t)
         row["cluster_seconds"] = time.time() - te
 
         # ---- training ------------------------------------------------------------------
         # global batches on every rank; each rank trains on its slice (distributed.shard_batch)
-        sampler = CrossModalitySampler(labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch,
-                                       rank=0, world_size=1)
+        sampler = CrossModalitySampler(
+            labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
+        )
         sampler.set_epoch(epoch)
         batches = list(sampler.batches())
         for mdl in nets:
@@ -998,7 +1042,11 @@ def run_selftrain(
             row["world_size"] = distributed.world_size()
             row["rank_state_hashes"] = distributed.all_gather_object(distributed.state_hash(modules))
         last = epoch == cfg.total_epochs - 1
-        if eval_fn is not None and distributed.is_main() and (last or (eval_every > 0 and (epoch + 1) % eval_every == 0)):
+        if (
+            eval_fn is not None
+            and distributed.is_main()
+            and (last or (eval_every > 0 and (epoch + 1) % eval_every == 0))
+        ):
             for mdl in nets:
                 mdl.eval()
             with torch.no_grad():
@@ -1040,7 +1088,12 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, mode: str, sym: SymmetricK
     """One direction of the mutual KL: the student learns the (detached) teacher."""
     if mode == "symmetric":
         return sym(student, teacher)
-    return F.kl_div(F.log_softmax(student.float(), 1), F.log_softmax(teacher.detach().float(), 1), reduction="batchmean", log_target=True)
+    return F.kl_div(
+        F.log_softmax(student.float(), 1),
+        F.log_softmax(teacher.detach().float(), 1),
+        reduction="batchmean",
+        log_target=True,
+    )
 
 
 def _step_losses(

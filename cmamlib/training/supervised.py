@@ -24,7 +24,16 @@ from ..data.transforms import AugmentConfig, augment, gray_view, to_float
 from ..losses import CrossEntropyLabelSmooth, TripletLoss
 from ..models import ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
-from .common import JsonlLogger, autocast, gather_batch, lr_factor, make_optimizer, make_scaler, set_lr, to_memory_format
+from .common import (
+    JsonlLogger,
+    autocast,
+    gather_batch,
+    lr_factor,
+    make_optimizer,
+    make_scaler,
+    set_lr,
+    to_memory_format,
+)
 
 
 @dataclass
@@ -127,7 +136,9 @@ def run_supervised(
     labels = relabel([r.pid for r in records])
     is_ir = np.array([r.modality == INFRARED for r in records])
     n_cls = int(labels.max()) + 1
-    model = to_memory_format(build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device), cfg.channels_last)
+    model = to_memory_format(
+        build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device), cfg.channels_last
+    )
     classifier = nn.Linear(model.feat_dim, n_cls, bias=False).to(device)
     nn.init.normal_(classifier.weight, std=0.001)
     params = list(model.parameters()) + list(classifier.parameters())
@@ -210,18 +221,36 @@ def run_supervised_cached(
     cfg_dict = config_to_dict(config)
     if path is not None and Path(path).exists():
         state = load_checkpoint(path)
-        diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if k != "device" and state["config"].get(k) != cfg_dict.get(k))
+        diff = sorted(
+            k
+            for k in set(state["config"]) | set(cfg_dict)
+            if k != "device" and state["config"].get(k) != cfg_dict.get(k)
+        )
         if diff:
-            raise ValueError(f"{path} was trained with another config (fields {diff}); use another runs folder or delete it")
+            raise ValueError(
+                f"{path} was trained with another config (fields {diff}); use another runs folder or delete it"
+            )
         model = build_model(config.arch, width=config.width, last_stride=config.last_stride)
         model.load_state_dict(state["model"])
         model = model.to(resolve_device(config.device)).eval()
         secs = float(state.get("seconds", float("nan")))
-        return SupervisedResult(model=model, history=list(state.get("history", [])), seconds=secs,
-                                images_per_second=float(state.get("images_per_second", float("nan"))))
+        return SupervisedResult(
+            model=model,
+            history=list(state.get("history", [])),
+            seconds=secs,
+            images_per_second=float(state.get("images_per_second", float("nan"))),
+        )
     res = run_supervised(config, records, images, progress=progress)
     if path is not None:
-        atomic_save({"model": res.model.state_dict(), "config": cfg_dict, "seconds": res.seconds,
-                     "images_per_second": res.images_per_second, "history": res.history}, Path(path))
+        atomic_save(
+            {
+                "model": res.model.state_dict(),
+                "config": cfg_dict,
+                "seconds": res.seconds,
+                "images_per_second": res.images_per_second,
+                "history": res.history,
+            },
+            Path(path),
+        )
     res.model.eval()
     return res

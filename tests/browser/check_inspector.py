@@ -54,7 +54,12 @@ def prepare(work: Path, data: str | None) -> Path:
     from papermill.parameterize import parameterize_notebook
 
     nb = load_notebook_node(str(NOTEBOOK))
-    params = {"SMOKE": True, "DATA_ROOT": data or str(work / "data"), "REPORTS": str(work / "reports"), "RUNS": str(work / "runs")}
+    params = {
+        "SMOKE": True,
+        "DATA_ROOT": data or str(work / "data"),
+        "REPORTS": str(work / "reports"),
+        "RUNS": str(work / "runs"),
+    }
     nb = parameterize_notebook(nb, params)
     out = work / NOTEBOOK.name
     nbformat.write(nb, out)
@@ -65,7 +70,10 @@ def lab_settings(settings: Path) -> None:
     """User settings of the scratch JupyterLab: no news fetch (no network, no pop-up),
     notebooks rendered without windowing (off-screen outputs stay in the DOM)."""
     files = {
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+            "fetchNews": "false",
+            "checkForUpdates": False,
+        },
         "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     }
     for name, value in files.items():
@@ -85,9 +93,17 @@ def start_lab(work: Path, port: int, token: str, log) -> subprocess.Popen:
     env.setdefault("MPLBACKEND", "Agg")
     lab_settings(work / ".lab" / "settings")
     cmd = [
-        str(bindir / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-        f"--ServerApp.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False",
-        "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        str(bindir / "jupyter"),
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={work}",
+        "--ServerApp.open_browser=False",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -126,8 +142,16 @@ def browser(chromium: str, driver_path: str, size: tuple[int, int]):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={size[0]},{size[1]}",
-              "--no-first-run", "--disable-extensions", "--disable-background-networking"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={size[0]},{size[1]}",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+    ):
         opts.add_argument(a)
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
 
@@ -151,13 +175,21 @@ def run_checks(drv, url: str, out: Path, timeout: float, result: dict) -> None:
     t = time.time()
     prompts = "return Array.from(document.querySelectorAll('.jp-InputArea-prompt')).map(e => e.innerText).join(' ');"
     for attempt in range(3):
-        menu = WebDriverWait(drv, timeout).until(EC.element_to_be_clickable(
-            (By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[normalize-space()='Run']]")))
+        menu = WebDriverWait(drv, timeout).until(
+            EC.element_to_be_clickable(
+                (By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[normalize-space()='Run']]")
+            )
+        )
         menu.click()
-        WebDriverWait(drv, 20).until(EC.element_to_be_clickable(
-            (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[normalize-space()='Run All Cells']]"))).click()
+        WebDriverWait(drv, 20).until(
+            EC.element_to_be_clickable(
+                (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[normalize-space()='Run All Cells']]")
+            )
+        ).click()
         try:
-            WebDriverWait(drv, 30).until(lambda d: "[*]" in d.execute_script(prompts) or "[1]" in d.execute_script(prompts))
+            WebDriverWait(drv, 30).until(
+                lambda d: "[*]" in d.execute_script(prompts) or "[1]" in d.execute_script(prompts)
+            )
             break
         except TimeoutException:
             result.setdefault("run_all_retries", 0)
@@ -166,21 +198,28 @@ def run_checks(drv, url: str, out: Path, timeout: float, result: dict) -> None:
         raise RuntimeError("Run All Cells started no cell (3 tries)")
 
     def finished(d):
-        txt = d.execute_script("return Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(e => e.innerText).join('\\n');")
+        txt = d.execute_script(
+            "return Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(e => e.innerText).join('\\n');"
+        )
         if "Traceback" in txt:
             return "error"
         return "done" if "metrics.json" in txt else False
 
     state = WebDriverWait(drv, timeout, poll_frequency=1).until(finished)
-    outputs = drv.execute_script("return Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(e => e.innerText).join('\\n');")
+    outputs = drv.execute_script(
+        "return Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(e => e.innerText).join('\\n');"
+    )
     checks["notebook_ran_without_traceback"] = state == "done" and "Traceback" not in outputs
     result["seconds_run_all"] = round(time.time() - t, 1)
     if not checks["notebook_ran_without_traceback"]:
-        tb = outputs[outputs.find("Traceback"):][:3000] if "Traceback" in outputs else outputs[-3000:]
+        tb = outputs[outputs.find("Traceback") :][:3000] if "Traceback" in outputs else outputs[-3000:]
         result["traceback"] = tb
     # the inspector: thumbnails decoded in the grid
     WebDriverWait(drv, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".widget-gridbox img"))
-    root = drv.find_element(By.XPATH, "//div[contains(@class,'widget-vbox')][.//div[contains(@class,'widget-gridbox')]][not(ancestor::div[contains(@class,'widget-vbox')])]")
+    root = drv.find_element(
+        By.XPATH,
+        "//div[contains(@class,'widget-vbox')][.//div[contains(@class,'widget-gridbox')]][not(ancestor::div[contains(@class,'widget-vbox')])]",
+    )
     drv.execute_script("arguments[0].scrollIntoView({block: 'start'});", root)
     time.sleep(1.0)
 
@@ -191,7 +230,9 @@ def run_checks(drv, url: str, out: Path, timeout: float, result: dict) -> None:
             "const pos = r.querySelector('.widget-inline-hbox input[type=number]');"
             "return {n_img: imgs.length, decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,"
             " srcs: imgs.map(i => i.src.slice(-64)), position: pos ? pos.value : null,"
-            " headers: Array.from(r.querySelectorAll('.widget-html-content')).slice(0, 6).map(e => e.innerText)};", root)
+            " headers: Array.from(r.querySelectorAll('.widget-html-content')).slice(0, 6).map(e => e.innerText)};",
+            root,
+        )
 
     # sort by size in the browser's dropdown: the largest cluster, the fullest grid
     from selenium.webdriver.support.ui import Select
@@ -238,7 +279,11 @@ def run_checks(drv, url: str, out: Path, timeout: float, result: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "reports" / "browser"), help="screenshots and result.json")
-    ap.add_argument("--data", default=None, help="existing data root with SYSU-MM01-synth + Market-1501-synth (tiny); default: generated")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="existing data root with SYSU-MM01-synth + Market-1501-synth (tiny); default: generated",
+    )
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for JupyterLab steps and the notebook run")
@@ -250,7 +295,10 @@ def main(argv=None) -> int:
         p.unlink()
     for exe in (args.chromium, args.chromedriver):
         if not Path(exe).exists():
-            print(f"missing {exe}: install Debian's chromium and chromium-driver (make test-browser does)", file=sys.stderr)
+            print(
+                f"missing {exe}: install Debian's chromium and chromium-driver (make test-browser does)",
+                file=sys.stderr,
+            )
             return 2
     t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix="cmam_browser_"))
@@ -290,7 +338,15 @@ def main(argv=None) -> int:
     result["ok"] = ok
     result["seconds"] = round(time.time() - t0, 1)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result.get(k) for k in ("ok", "checks", "seconds_lab_start", "seconds_open", "seconds_run_all", "seconds", "error")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: result.get(k)
+                for k in ("ok", "checks", "seconds_lab_start", "seconds_open", "seconds_run_all", "seconds", "error")
+            },
+            indent=2,
+        )
+    )
     print(f"screenshots and result.json in {out}")
     return 0 if ok else 1
 
