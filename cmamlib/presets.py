@@ -302,7 +302,7 @@ PRESETS: dict[str, dict] = {
         "description": "the CMAMConfig / SelfTrainConfig defaults (the notebooks' CPU synthetic benchmark)",
     },
     # ``cpu-long``: every field is a reconstruction measured on SYSU-MM01-synth (reports/README.md,
-    # "What the probes found"; benchmarks/probe_stage2_length.py); the rest is cpu-default.
+    # "What the probes found"; investigations/probe_stage2_length.py); the rest is cpu-default.
     #   stage1 gray_mode luma, sim_weight 0.05: from random init the code's SIM weight 0.5
     #       collapses CMAM on every seed; a tenth of it trains (notebook 02, row (iv')).
     #   stage2 epochs 24 (4x the steps): at cpu-default's 240 steps stage 2's loop reaches

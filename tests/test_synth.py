@@ -267,7 +267,7 @@ def test_infrared_reflectance_correlated_with_luminance_but_not_a_function_of_it
 
 
 def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws_nothing_else():
-    """``thermal_luma_weight`` (a diagnostic knob of ``benchmarks/probe_regdb.py``) makes a
+    """``thermal_luma_weight`` (a diagnostic knob of ``investigations/probe_regdb.py``) makes a
     clothing material's thermal emission follow its visible luminance with that sign;
     every other attribute of the identity (same random draws) is unchanged."""
     from dataclasses import replace

@@ -94,7 +94,7 @@ class SynthConfig:
             ``0.45 + thermal_random * u + thermal_luma_weight * (luma - 0.5)`` (u uniform
             per material; skin, hair, bag and shoes have their own ranges). Defaults 0.1
             / 0.25: thermal intensities nearly unrelated to visible colour. Measured with
-            ``benchmarks/probe_regdb.py`` (``reports/probes/regdb.json``, splits 1-2,
+            ``investigations/probe_regdb.py`` (``reports/probes/regdb.json``, splits 1-2,
             seed 0, supervised upper bound at 64x32, 150 / 600 steps, V->T R1): defaults
             7.8 / 5.0%; -0.8 / 0.1 (dark clothes warmer, as under sunlight) 6.2 / 13.5%;
             +0.8 / 0.1 (thermal nearly the luminance) 15.5 / 21.3%. Diagnostic knobs:
@@ -112,13 +112,13 @@ class SynthConfig:
             cycles per body height, uniform). Patterns are the finest modality-invariant
             identity cue, so this range decides how much of it survives downsampling to
             the training input size. (3.5, 8) measured 54.2% (d) all-search R1 against
-            60.4% for the default (seed 0; ``benchmarks/probe_generator.py``).
+            60.4% for the default (seed 0; ``investigations/probe_generator.py``).
         ir_agc: automatic gain control of the infrared cameras (reconstruction of a
             real NIR camera's auto exposure): each frame's gain is set so that its
             99.5th-percentile intensity lands at ``ir_agc`` (times a +-8% per-image
             jitter) instead of following the camera's fixed light level; 0 turns it
             off (fixed gain: the bright outdoor NIR camera then clips many garments to
-            white). Measured with ``benchmarks/probe_generator.py`` (64x32,
+            white). Measured with ``investigations/probe_generator.py`` (64x32,
             ``reports/probes/generator.json``): 0.9 gives (d) all-search R1 51.2 / 51.1
             (seeds 0 / 1) against 60.4 for the default 0, so it stays off: the clipping
             is not what limits (d).

@@ -111,7 +111,7 @@ class CMAMConfig:
             *reconstruction*: one forward of the concatenated batch, BatchNorm statistics
             over both views) or ``"separate"`` (two forwards, as the authors' code: each
             view normalised by its own batch statistics; the paper presets). Measured
-            here from random init (``benchmarks/probe_stage2_length.py --set1
+            here from random init (``investigations/probe_stage2_length.py --set1
             view_forward=separate``, ``reports/probes/stage2_view_forward_separate.json``):
             the full method after stage 2 gets 12.9 ± 1.2 all-search mAP with
             ``"separate"`` against 18.1 ± 1.2 (seeds 0 / 1), so the CPU default stays.

@@ -10,7 +10,7 @@ folder named by the setting, as ``probe_stage2_length.py`` does): ``--set1
 shared_init=false`` gives the independently drawn stage-1 networks this probe was first
 measured with.
 
-    python benchmarks/probe_dense_target.py [--variant full_sim005] [--seed 0] [--set1 FIELD=VALUE]
+    python investigations/probe_dense_target.py [--variant full_sim005] [--seed 0] [--set1 FIELD=VALUE]
 """
 
 from __future__ import annotations

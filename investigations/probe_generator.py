@@ -5,7 +5,7 @@ temporary folder, and the calibration models are trained on it (notebook-00 reci
 Not part of ``make bench`` (about 2 minutes per model and seed on 2 cores); appends
 rows to ``reports/probes/generator.json``.
 
-    python benchmarks/probe_generator.py --variant baseline "pattern_freq=(3.5,8)" \
+    python investigations/probe_generator.py --variant baseline "pattern_freq=(3.5,8)" \
         [--models visible_infrared visible_only] [--seeds 0] [--image-size 128 64]
 """
 

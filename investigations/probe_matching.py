@@ -24,7 +24,7 @@ full method and its two investigation variants, and the supervised V+IR upper bo
 model, its features twice). Reuses the runs that ``make reproduce`` cached in ``runs/``
 (trains what is missing). Writes ``reports/probes/matching.json``.
 
-    python benchmarks/probe_matching.py [--data data] [--runs runs] [--seed 0]
+    python investigations/probe_matching.py [--data data] [--runs runs] [--seed 0]
 """
 
 from __future__ import annotations

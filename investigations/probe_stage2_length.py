@@ -7,7 +7,7 @@ of correct cross-modality pairs, unified purity). Not part of ``make bench`` (ab
 half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs live in
 ``runs/probe_stage2_length/`` (stage 1 is shared with the notebooks' ``runs/stage1``).
 
-    python benchmarks/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18]
+    python investigations/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18]
 
 ``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field for every run
 (value parsed as JSON, else a string), e.g. ``--set gray_mode=luma``, or a field of a

@@ -9,7 +9,7 @@ step counts (6 x 40 = the preset's 240 steps, 24 x 40 = 960), what the supervise
 reaches in the steps stage 2 trains. Not part of ``make bench`` (about 14 minutes on 2 cores); writes
 ``reports/probes/upper_bound.json``.
 
-    python benchmarks/probe_upper_bound.py [--data data] [--seed 0] [--only NAME ...]
+    python investigations/probe_upper_bound.py [--data data] [--seed 0] [--only NAME ...]
 """
 
 from __future__ import annotations

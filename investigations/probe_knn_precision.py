@@ -20,7 +20,7 @@ All are read from ``--runs`` (trained when missing, as the notebooks train them)
 A **diagnostic**: it reads the target identities; training never does. Not part of
 ``make bench`` (a minute once the runs exist). Writes ``reports/probes/knn_precision.json``.
 
-    python benchmarks/probe_knn_precision.py [--data data] [--runs runs] [--seeds 0 1] [--k 5]
+    python investigations/probe_knn_precision.py [--data data] [--runs runs] [--seeds 0 1] [--k 5]
 """
 
 from __future__ import annotations

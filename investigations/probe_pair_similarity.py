@@ -21,7 +21,7 @@ view of every image), and model A fed the visible images' gray view too.
 Trains what is missing (the runs are resumed / loaded from ``runs/<preset>/``). Writes
 ``reports/probes/pair_similarity_<preset>.json``.
 
-    python benchmarks/probe_pair_similarity.py [--preset cpu-long] [--seeds 0 1] [--data data] [--runs runs]
+    python investigations/probe_pair_similarity.py [--preset cpu-long] [--seeds 0 1] [--data data] [--runs runs]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe_matching import oracle_matching  # benchmarks/ is sys.path[0] when run as a script
+from probe_matching import oracle_matching  # investigations/ is sys.path[0] when run as a script
 
 from cmamlib import experiments
 from cmamlib.clustering import camera_centre

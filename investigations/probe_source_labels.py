@@ -14,7 +14,7 @@ strong unsupervised method's labels; the target (stage 2) stays unlabeled. Write
 (stage1/, stage2/), label files in ``runs/probe_source_labels/labels_<labels>.csv``.
 Not part of ``make bench`` (about 6 minutes per seed and label setting on 2 cores).
 
-    python benchmarks/probe_source_labels.py [--data data] [--seeds 0 1] [--noise 0.0 0.3]
+    python investigations/probe_source_labels.py [--data data] [--seeds 0 1] [--noise 0.0 0.3]
         [--stage1 rgb_only cmam cmam+sim_weight=0 ...] [--variants full no_bipartite ...]
 
 ``--stage1`` specs are a stage-1 variant (:data:`cmamlib.training.cmam.VARIANTS`),
@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from probe_stage2_length import parse_set  # benchmarks/, next to this script
+from probe_stage2_length import parse_set  # investigations/, next to this script
 
 from cmamlib import experiments
 from cmamlib.data.label_files import write_label_file

@@ -7,12 +7,12 @@ the same model, which says whether the thermal images carry identity at all.
 
 Settings: notebook 03's RegDB upper bound (ResNet-18 width 16, 64x32, 6 x 25 steps),
 then more steps and a larger input. Generator variants (``--variant``, the default
-preset with :class:`SynthConfig` fields changed, as ``benchmarks/probe_generator.py``)
+preset with :class:`SynthConfig` fields changed, as ``investigations/probe_generator.py``)
 regenerate RegDB-synth in a temporary folder; ``baseline`` reads ``--data``. Not part
 of ``make bench`` (about 15 minutes for the command below on 2 cores); writes
 ``reports/probes/regdb.json``.
 
-    python benchmarks/probe_regdb.py [--data data] [--splits 1 2] [--seed 0] \
+    python investigations/probe_regdb.py [--data data] [--splits 1 2] [--seed 0] \
         [--variant baseline "thermal_luma_weight=-0.8;thermal_random=0.1"] [--only SETTING ...]
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from probe_generator import parse_variant  # benchmarks/ is sys.path[0] when run as a script
+from probe_generator import parse_variant  # investigations/ is sys.path[0] when run as a script
 
 from cmamlib import calibration, experiments
 from cmamlib.data import synth
@@ -123,7 +123,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             synth.generate(tmp, cfg, seed=args.data_seed, datasets=("regdb",), progress=False)
             rows += run_settings(Path(tmp) / "RegDB-synth", text, args.splits, args.seed, args.only)
-    command = "python benchmarks/probe_regdb.py " + shlex.join(sys.argv[1:])
+    command = "python investigations/probe_regdb.py " + shlex.join(sys.argv[1:])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"commands": old["commands"] + [command], "rows": rows}, indent=1))
     print("wrote", out)

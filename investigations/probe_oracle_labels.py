@@ -18,7 +18,7 @@ library's training never reads them. Writes ``reports/probes/oracle_labels.json`
 live in ``runs/probe_oracle_labels/``. Not part of ``make bench`` (about 2 minutes per
 row and seed on 2 cores).
 
-    python benchmarks/probe_oracle_labels.py [--data data] [--seeds 0 1]
+    python investigations/probe_oracle_labels.py [--data data] [--seeds 0 1]
         [--rows full oracle_pairs oracle_clusters oracle_labels] [--epochs 24]
         [--set FIELD=VALUE ...] [--out reports/probes/oracle_labels_e24.json]
 
