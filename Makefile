@@ -20,7 +20,7 @@ test test-browser bench: export OMP_WAIT_POLICY ?= PASSIVE
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: env lock lint format reproduce reproduce-long test test-browser data notebooks bench lab clean-env
+.PHONY: env lock lint format tensorboard gpu-check reproduce reproduce-long test test-browser data notebooks bench lab clean-env
 
 env: $(STAMP)
 
@@ -113,6 +113,20 @@ bench: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
+
+# One prepared check of the real-scale path on a CUDA machine (benchmarks/gpu_check.py):
+# stages 1 and 2 of the paper preset with float16 / bfloat16 AMP and channels_last, their
+# ceiling, Jaccard + DBSCAN at SYSU-MM01 size, torchrun (nccl) through the CLI with a
+# resume, evaluation; writes reports/bench/gpu_check.json and .txt. SMOKE=1: the same at
+# toy scale on the CPU (under 2 minutes; the test suite runs it).
+gpu-check: $(STAMP)
+	SMOKE=$(SMOKE) $(PYTHON) benchmarks/gpu_check.py
+
+# TensorBoard on every run folder under RUNS (each training run writes its event files
+# beside its log.jsonl when the tensorboard package is installed, as in the locked env).
+RUNS ?= runs
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir $(RUNS) --host localhost --port $${PORT:-6006}
 
 clean-env:
 	rm -rf $(VENV)

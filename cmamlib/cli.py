@@ -455,6 +455,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .presets import ConfigError, load_config
     from .runs import RunDirError, train_stage1, train_stage2
     from .training.common import CheckpointError
+    from .training.loop import StopTraining
     from .utils import UnsafeCheckpointError
 
     if args.list_presets:
@@ -484,13 +485,26 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     try:
         fn = train_stage1 if args.stage == "stage1" else train_stage2
-        res = fn(cfg, args.out, args.data_root, progress=not args.no_progress, command=_command_line())
+        res = fn(
+            cfg,
+            args.out,
+            args.data_root,
+            progress=not args.no_progress,
+            command=_command_line(),
+            stop_after_epoch=args.stop_after_epoch,
+        )
     except (RunDirError, DatasetError, FileNotFoundError, CheckpointError, UnsafeCheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (
-        ValueError
-    ) as e:  # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)
+    except StopTraining:
+        if main_rank:
+            print(
+                f"{args.stage} stopped after epoch {args.stop_after_epoch} as asked (--stop-after-epoch); "
+                f"the same command without it resumes {args.out}"
+            )
+        return 0
+    # ConfigError, and config values the run refuses (e.g. a batch that does not split over the ranks)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -538,6 +552,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="folder holding the datasets (default: $CMAMLIB_DATA or ./data)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="stop once epoch K (0-based) is checkpointed (time-boxed jobs); the same command resumes",
+    )
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.set_defaults(func=_run_train)
 

@@ -187,17 +187,33 @@ def _write_summary(out: Path, payload: dict) -> None:
     write_metrics(out.name, payload, root=out.parent)
 
 
+def _stopper(stop_after_epoch: int | None):
+    """An ``on_epoch_end`` hook that stops the run after epoch ``stop_after_epoch``."""
+    if stop_after_epoch is None:
+        return None
+    from .training.loop import StopTraining
+
+    def hook(epoch: int, row: dict) -> None:
+        if epoch >= stop_after_epoch:
+            raise StopTraining(f"stopped after epoch {epoch} (stop_after_epoch={stop_after_epoch})")
+
+    return hook
+
+
 def train_stage1(
     cfg: RunConfig,
     out: str | os.PathLike,
     data_root: str | os.PathLike = "data",
     progress: bool = True,
     command: str | None = None,
+    stop_after_epoch: int | None = None,
 ):
     """Stage 1 (:func:`cmamlib.training.cmam.run_cmam`) on ``cfg.data``'s source, in ``out``.
 
     Resumes ``out`` when it holds a run of the same config. Every rank of a distributed
-    run calls it; rank 0 writes the folder.
+    run calls it; rank 0 writes the folder. ``stop_after_epoch=k``: stop after epoch ``k``
+    (0-based) has been checkpointed, raising :class:`cmamlib.training.loop.StopTraining`
+    (a time-boxed job: the same call resumes); also for :func:`train_stage2`.
 
     Returns:
         :class:`cmamlib.training.cmam.CMAMResult`.
@@ -231,7 +247,9 @@ def train_stage1(
         records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images"
     )
     data.update(images=len(records), skipped_images=skipped)
-    res = run_cmam(s1, records, images, run_dir=out, resume=True, progress=progress)
+    res = run_cmam(
+        s1, records, images, run_dir=out, resume=True, progress=progress, on_epoch_end=_stopper(stop_after_epoch)
+    )
     if dist.is_main():
         _write_summary(out, _summary("stage1", res, out, cfg, data))
     dist.barrier()
@@ -360,6 +378,7 @@ def train_stage2(
     data_root: str | os.PathLike = "data",
     progress: bool = True,
     command: str | None = None,
+    stop_after_epoch: int | None = None,
 ):
     """Stage 2 (:func:`cmamlib.training.selftrain.run_selftrain`) on ``cfg.data``'s target
     training images, initialised from the stage-1 run ``cfg.init_from``, in ``out``.
@@ -408,7 +427,16 @@ def train_stage2(
         records, s2.image_size, cfg, out, progress, f"{cfg.data.target} images"
     )
     data.update(images=len(records), skipped_images=skipped)
-    res = run_selftrain(s2, records, images, init_models=init, run_dir=out, resume=True, progress=progress)
+    res = run_selftrain(
+        s2,
+        records,
+        images,
+        init_models=init,
+        run_dir=out,
+        resume=True,
+        progress=progress,
+        on_epoch_end=_stopper(stop_after_epoch),
+    )
     if dist.is_main():
         _write_summary(out, _summary("stage2", res, out, cfg, data))
     dist.barrier()

@@ -579,3 +579,37 @@ def test_a_checkpoint_that_runs_code_is_refused(smoke_runs, tiny_data, tmp_path,
     assert main(["train", "stage2", *common, "--out", str(bad), f"init_from={out / 's1'}", "stage2.eps=0.5"]) == 1
     assert "refused to load" in capsys.readouterr().err  # resume reads it too
     assert not marker.exists()
+
+
+def test_runs_write_tensorboard_events_equal_to_the_log(smoke_runs):
+    """With the ``tensorboard`` package installed (the locked dev environment), every run
+    folder also holds TensorBoard event files: each numeric field of every ``log.jsonl``
+    row is a scalar at step = epoch, with the same value (float32 in the event file)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cmamlib.training.common import tensorboard_tag
+
+    out, _ = smoke_runs
+    for s in ("s1", "s2"):
+        assert list((out / s).glob("events.out.tfevents.*")), f"{s}: no event file"
+        acc = EventAccumulator(str(out / s), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        rows = [json.loads(ln) for ln in (out / s / "log.jsonl").read_text().splitlines()]
+        checked = 0
+        for row in rows:
+            for k, v in row.items():
+                if k == "epoch" or isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                tag = tensorboard_tag(k)
+                assert tag in tags, f"{s}: {k} missing ({tag})"
+                got = {e.step: e.value for e in acc.Scalars(tag)}
+                assert got[row["epoch"]] == pytest.approx(v, rel=1e-6, abs=1e-30), f"{s} {k} epoch {row['epoch']}"
+                checked += 1
+        assert checked >= 20
+        assert (
+            {"loss/mem_a", "vis/clusters", "pairs/correct_fraction", "lr/end", "train/images_per_second"} <= tags
+            if s == "s2"
+            else {"loss/mem_rg_rgb", "labels/clusters", "lr/end"} <= tags
+        )

@@ -119,3 +119,35 @@ def test_make_reproduce_regenerates_the_readme_headline_and_the_results_page(tmp
     page = results.read_text()
     assert "OLD" not in page and "LONG" in page and "reproduce total: 30 s" in page
     assert "Stage 2, final results" in page
+
+
+def test_tensorboard_events_follow_the_log_and_a_resume_purges_redone_epochs(tmp_path):
+    """:class:`JsonlLogger` writes every numeric field as a scalar; a resumed run
+    (``truncate_to``) replaces the events of the epochs it redoes; a fresh run in the
+    same folder removes the old event files."""
+    import pytest
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cmamlib.training.common import JsonlLogger
+
+    def scalars(tag: str) -> dict:
+        acc = EventAccumulator(str(tmp_path))
+        acc.Reload()
+        return {e.step: e.value for e in acc.Scalars(tag)}
+
+    log = JsonlLogger(tmp_path / "log.jsonl")
+    for epoch, loss in ((0, 3.0), (1, 2.0), (2, 1.5)):
+        log.log({"epoch": epoch, "loss_mem": loss, "phase": "dbscan", "kl_on": True, "hashes": ["a", "b"]})
+    log.close()
+    assert scalars("loss/mem") == {0: 3.0, 1: 2.0, 2: 1.5}
+    resumed = JsonlLogger(tmp_path / "log.jsonl")  # killed after epoch 0's checkpoint, resumed at epoch 1
+    resumed.truncate_to(1)
+    resumed.log({"epoch": 1, "loss_mem": 2.5})
+    resumed.close()
+    assert scalars("loss/mem") == {0: 3.0, 1: 2.5}
+    fresh = JsonlLogger(tmp_path / "log.jsonl")
+    fresh.start_fresh()
+    assert not list(tmp_path.glob("events.out.tfevents.*")) and not (tmp_path / "log.jsonl").exists()
+    assert not JsonlLogger(tmp_path / "log.jsonl", tensorboard=False).tensorboard

@@ -345,8 +345,8 @@ def run_cmam(
     ckpt = Checkpointer(run_dir if dist.is_main() else None)  # rank 0 writes
     logger = JsonlLogger(None if run_dir is None or not dist.is_main() else Path(run_dir) / "log.jsonl")
     start_epoch = 0
-    if run_dir is not None and not resume and logger.path is not None and logger.path.exists():
-        logger.path.unlink()  # a fresh run replaces an old log
+    if run_dir is not None and not resume:
+        logger.start_fresh()  # a fresh run replaces an old log
     train_seconds, n_seen = 0.0, 0
     labels = np.full(len(source_records), -1)
     modules = {"model_rg": model_rg, "model_g": model_g, "ema_rg": ema_rg, "ema_g": ema_g}
@@ -479,7 +479,7 @@ def run_cmam(
         lab_t = torch.from_numpy(labels).to(device)
         lab_g_t = torch.from_numpy(labels_g).to(device)
         sums: dict[str, float] = {}
-        ts = time.time()
+        ts, seen0 = time.time(), n_seen
         for i, idx in enumerate(
             tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         ):
@@ -509,10 +509,13 @@ def run_cmam(
             for k, v in terms.items():
                 if not k.startswith("_"):
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
-        train_seconds += time.time() - ts
+        epoch_train_seconds = time.time() - ts
+        train_seconds += epoch_train_seconds
         sums = dist.all_reduce_mean(sums)  # the global-batch means (identity in one process)
         row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
-        row.update({"batches": len(batches), "kl_on": use_kl, "seconds": time.time() - te})
+        row.update({"batches": len(batches), "kl_on": use_kl, "lr_end": opt.param_groups[0]["lr"]})
+        row["seconds"] = time.time() - te
+        row["train_images_per_second"] = (n_seen - seen0) / max(epoch_train_seconds, 1e-9)
         if dist.is_distributed():  # BN running stats of rank 0 everywhere, then prove the ranks agree
             dist.sync_buffers([model_rg, model_g, ema_rg, ema_g])
             row["world_size"] = dist.world_size()
@@ -533,6 +536,7 @@ def run_cmam(
             on_epoch_end(epoch, row)
     for m in nets:
         m.eval()
+    logger.close()
     secs = time.time() - t0
     return CMAMResult(
         model_rg=model_rg,

@@ -96,14 +96,46 @@ def gather_batch(
     return rows.to(device, non_blocking=True)
 
 
-class JsonlLogger:
-    """Append one JSON object per line (per epoch) to ``path``; also kept in ``.rows``."""
+def tensorboard_available() -> bool:
+    """Whether the optional ``tensorboard`` package is installed (``pip install
+    cmamlib[tensorboard]``; the locked dev environment has it)."""
+    import importlib.util
 
-    def __init__(self, path: str | os.PathLike | None):
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def tensorboard_tag(key: str) -> str:
+    """TensorBoard tag of a log field: its first word becomes the group
+    (``loss_mem_a`` -> ``loss/mem_a``, ``vis_clusters`` -> ``vis/clusters``)."""
+    head, _, rest = key.partition("_")
+    return f"{head}/{rest}" if rest else f"run/{head}"
+
+
+class JsonlLogger:
+    """Append one JSON object per line (per epoch) to ``path``; also kept in ``.rows``.
+
+    ``log.jsonl`` is the source of truth. When the ``tensorboard`` package is installed
+    (``tensorboard=None``: detect it) every numeric field of a row is also written as a
+    TensorBoard scalar (:func:`tensorboard_tag`, step = the row's ``epoch``) into event
+    files beside ``path`` (the run folder), so ``tensorboard --logdir runs`` shows every
+    run; a resumed run purges the events of the epochs it redoes."""
+
+    def __init__(self, path: str | os.PathLike | None, tensorboard: bool | None = None):
         self.path = Path(path) if path is not None else None
         self.rows: list[dict] = []
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tensorboard = self.path is not None and (tensorboard_available() if tensorboard is None else tensorboard)
+        self._writer = None
+        self._purge_step: int | None = None
+
+    def start_fresh(self) -> None:
+        """A new run in this folder: remove the old ``log.jsonl`` and TensorBoard events."""
+        if self.path is None:
+            return
+        self.path.unlink(missing_ok=True)
+        for f in self.path.parent.glob("events.out.tfevents.*"):
+            f.unlink(missing_ok=True)
 
     def log(self, row: dict) -> None:
         row = {k: _jsonable(v) for k, v in row.items()}
@@ -111,9 +143,30 @@ class JsonlLogger:
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+        if self.tensorboard:
+            self._write_scalars(row)
+
+    def _write_scalars(self, row: dict) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.path.parent), purge_step=self._purge_step)
+        step = int(row.get("epoch", len(self.rows) - 1))
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._writer.add_scalar(tensorboard_tag(k), float(v), step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (``log.jsonl`` needs nothing)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def truncate_to(self, epochs: int) -> None:
-        """Keep rows of epochs < ``epochs`` (resume after a kill): rewrites the file."""
+        """Keep rows of epochs < ``epochs`` (resume after a kill): rewrites the file; the
+        TensorBoard events of epochs >= ``epochs`` are purged when the run logs again."""
+        self._purge_step = epochs
         if self.path is None or not self.path.exists():
             return
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]

@@ -913,8 +913,8 @@ def run_selftrain(
         train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
         dbscan_counts = state["dbscan_counts"]
         logger.truncate_to(start_epoch)
-    elif logger.path is not None and logger.path.exists():
-        logger.path.unlink()  # a fresh run replaces an old log
+    else:
+        logger.start_fresh()  # a fresh run replaces an old log
 
     train_a = distributed.wrap_ddp(model_a, device)  # the bare models themselves in one process
     train_b = distributed.wrap_ddp(model_b, device) if model_b is not None else None
@@ -1005,7 +1005,7 @@ def run_selftrain(
         for mdl in nets:
             mdl.train()
         sums: dict[str, float] = {}
-        ts = time.time()
+        ts, seen0 = time.time(), n_seen
         desc = f"stage 2 epoch {epoch + 1}/{cfg.total_epochs}"
         for i, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
             idx_t = torch.as_tensor(idx)
@@ -1033,10 +1033,12 @@ def run_selftrain(
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["total"] = sums.get("total", 0.0) + float(loss.detach())
-        train_seconds += time.time() - ts
+        epoch_train_seconds = time.time() - ts
+        train_seconds += epoch_train_seconds
         sums = distributed.all_reduce_mean(sums)  # the global-batch means (identity in one process)
         row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
         row.update({"batches": len(batches), "lr_end": opt.param_groups[0]["lr"]})
+        row["train_images_per_second"] = (n_seen - seen0) / max(epoch_train_seconds, 1e-9)
         if distributed.is_distributed():  # BN running stats of rank 0 everywhere, then prove the ranks agree
             distributed.sync_buffers([model_a, model_b, ema_a, ema_b])
             row["world_size"] = distributed.world_size()
@@ -1073,6 +1075,7 @@ def run_selftrain(
             on_epoch_end(epoch, row)
     for mdl in nets:
         mdl.eval()
+    logger.close()
     return SelfTrainResult(
         model_a=model_a,
         model_b=model_b,

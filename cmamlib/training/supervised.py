@@ -197,6 +197,7 @@ def run_supervised(
         logger.log({"epoch": epoch, **{k: v / max(nb, 1) for k, v in sums.items()}, "seconds": time.time() - t0})
     secs = time.time() - t0
     model.eval()
+    logger.close()
     return SupervisedResult(model=model, history=logger.rows, seconds=secs, images_per_second=n_seen / max(secs, 1e-9))
 
 
