@@ -19,14 +19,16 @@ short ``gpu_check.txt`` summary):
   when it is installed, faiss (goal: under 10 s).
 * **The command line under torchrun**: one process, the nccl backend (gloo on a CPU),
   ``train stage1`` stopped after its first epoch (``--stop-after-epoch 0``) and resumed by
-  the same command, then ``train stage2`` from it, on the synthetic benchmark.
+  the same command, then ``train stage2`` from it, on the synthetic benchmark (``small``:
+  90 training identities, enough for batches of 8 ids x 16) rewritten at the preset's
+  input size (384x128; the generator renders about 128x64).
 * **Evaluation** of that stage-2 run with the SYSU-MM01 protocol (10 trials).
 
 ``SMOKE=1`` (or ``--smoke``) runs the same parts at toy scale on the CPU in under two
 minutes (the ``smoke`` preset, 2,000 x 128 features, the tiny benchmark); the test suite
 runs it so.
 
-    make gpu-check            # on a CUDA machine, about 8 minutes on one H200
+    make gpu-check            # on a CUDA machine; sized for 8 minutes on one H200 (not yet run on one)
     make gpu-check SMOKE=1    # anywhere
     python benchmarks/gpu_check.py [--smoke] [--steps 20] [--out reports/bench]
 """
@@ -228,14 +230,36 @@ def _run(cmd: list[str], env: dict, timeout: int) -> dict:
     return out
 
 
-def command_line(work: Path, smoke: bool, device: torch.device, steps: int) -> dict:
+def write_at_size(root: Path, size: tuple[int, int]) -> int:
+    """Rewrite every image under ``root`` at ``size`` = (H, W) (bilinear, same format):
+    the synthetic benchmark renders at about 128x64; a real-scale check decodes images of
+    the real size. Returns the number of images."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    files = [p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".bmp", ".png")]
+
+    def one(p: Path) -> None:
+        with Image.open(p) as im:
+            big = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        big.save(p, quality=92) if p.suffix.lower() in (".jpg", ".jpeg") else big.save(p)
+
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as ex:
+        list(ex.map(one, files))
+    return len(files)
+
+
+def command_line(work: Path, smoke: bool, device: torch.device, steps: int, size: tuple[int, int], preset: str) -> dict:
     """``train stage1`` under torchrun (1 process), stopped after epoch 0 and resumed,
-    ``train stage2`` from it, and ``evaluate`` of the stage-2 run (SYSU-MM01)."""
+    ``train stage2`` from it, and ``evaluate`` of the stage-2 run (SYSU-MM01), on the
+    synthetic benchmark written at the preset's input ``size`` (SMOKE: as rendered)."""
     from cmamlib.data.synth import generate
 
     data = work / "data"
     t0 = time.time()
     generate(data, "tiny" if smoke else "small", seed=0, progress=False, datasets=("sysu", "market"))
+    written = None if smoke else write_at_size(data, size)
     gen_seconds = time.time() - t0
     env = {
         **os.environ,
@@ -247,7 +271,7 @@ def command_line(work: Path, smoke: bool, device: torch.device, steps: int) -> d
     if smoke:
         flags = ["--config", "smoke"]
     else:
-        flags = ["--config", "paper-sysu-mm01", "require_pretrained=false", "data.synthetic=true"]
+        flags = ["--config", preset, "require_pretrained=false", "data.synthetic=true"]
         flags += [f"stage1.iters_per_epoch={steps}", f"stage2.iters_per_epoch={steps}"]
         flags += ["stage1.epochs=2", "stage2.epochs=2", "stage2.k1=6", "stage2.k2=3", "stage2.eps=0.6"]
         flags += ["stage1.k1=6", "stage1.k2=3", "stage2.min_samples=2", "stage1.min_samples=2"]
@@ -281,6 +305,8 @@ def command_line(work: Path, smoke: bool, device: torch.device, steps: int) -> d
     return {
         "backend": backend,
         "benchmark_seconds": gen_seconds,
+        "benchmark_image_size": None if smoke else list(size),
+        "benchmark_images": written,
         **steps_run,
         "stage1_epochs_after_stop": rows_after_stop,
         "stage1_epochs_after_resume": [r["epoch"] for r in log1],
@@ -344,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     result["stages"] = stage_runs(cfg, device, steps, smoke)
     result["clustering"] = clustering(device, 2000 if smoke else 22258, 128 if smoke else 2048)
     with tempfile.TemporaryDirectory() as tmp:
-        result["command_line"] = command_line(Path(tmp), smoke, device, steps)
+        size = tuple(cfg.stage2.image_size)
+        result["command_line"] = command_line(Path(tmp), smoke, device, steps, size, result["preset"])
     result["seconds"] = time.time() - t0
     stages_ok = [r for r in result["stages"] if "error" not in r]
     result["goals"] = {
