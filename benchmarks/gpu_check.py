@@ -130,11 +130,14 @@ def stage_runs(cfg, device: torch.device, steps: int, smoke: bool) -> list[dict]
         combos = [("bfloat16", False), ("bfloat16", True)]
     for dtype, cl in combos:
         common = dict(device=str(device), amp=True, amp_dtype=dtype, channels_last=cl, epochs=2, eval_batch_size=64)
-        s1 = replace(cfg.stage1, **common, iters_per_epoch=steps, instance_epochs=0, kl_start_fraction=0.5)
-        s2 = replace(cfg.stage2, **common, iters_per_epoch=steps, k1=6, k2=3, eps=0.6, min_samples=2)
+        # clustering at the scale of the toy identities (timed at SYSU-MM01 size below)
+        toy = dict(k1=6, k2=3, eps=0.6, min_samples=2)
+        s1 = replace(cfg.stage1, **common, **toy, iters_per_epoch=steps, instance_epochs=0, kl_start_fraction=0.5)
+        s2 = replace(cfg.stage2, **common, **toy, iters_per_epoch=steps)
         for stage, sc, passes in (("stage1", s1, 3), ("stage2", s2, 2)):
             p = sc.batch_size // sc.num_instances
-            recs, imgs = fake_set(2 * p, max(16, sc.num_instances), tuple(sc.image_size), seed=len(rows))
+            # stage 1 keeps the visible half: still num_instances images per identity
+            recs, imgs = fake_set(2 * p, max(16, 2 * sc.num_instances), tuple(sc.image_size), seed=len(rows))
             if stage == "stage1":  # source: visible only
                 keep = [i for i, r in enumerate(recs) if r.modality == "visible"]
                 recs, imgs = [recs[i] for i in keep], imgs[keep]
