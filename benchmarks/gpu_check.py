@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import resource
 import socket
 import subprocess
 import sys
@@ -54,7 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_jaccard_sparse import make_features  # noqa: E402
-from bench_paper_scale import fake_set  # noqa: E402
+from bench_paper_scale import fake_set, peak_memory  # noqa: E402
 
 from cmamlib.clustering import pseudo_labels  # noqa: E402
 from cmamlib.models import build_model  # noqa: E402
@@ -75,12 +74,6 @@ def _sync(device: torch.device) -> None:
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
-    return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 def _losses(history: list[dict]) -> dict:
@@ -166,7 +159,7 @@ def stage_runs(cfg, device: torch.device, steps: int, smoke: bool) -> list[dict]
                 "passes_per_image": passes,
                 "train_images_per_second": res.images_per_second,
                 "seconds": time.time() - t0,
-                **_peak(device),
+                **peak_memory(device),
                 **_losses(res.history),
             }
             ceil = ceiling(sc, device, max(3, steps // 2), sc.batch_size)
