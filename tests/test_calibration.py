@@ -69,3 +69,23 @@ def test_calibration_models_are_cached_and_reloaded(tiny_data, tmp_path, monkeyp
     assert again["per_seed"] == first["per_seed"] and again["summary"] == first["summary"]
     with pytest.raises(ValueError, match="another config"):
         calibration.run_calibration(root, runs_dir=tmp_path, **{**kw, "config": replace(TINY, lr=1e-3)})
+
+
+def test_regdb_calibration_runs_both_models_and_checks_the_rule(tmp_path):
+    """Tiny RegDB-synth: both calibration models train per split and seed, every figure is
+    a fraction, and the check compares (d)'s weaker direction with visible-only's stronger."""
+    from dataclasses import replace
+
+    from cmamlib.calibration import run_regdb_calibration
+    from cmamlib.data.synth import generate
+    from cmamlib.training.supervised import SupervisedConfig
+
+    generate(tmp_path, "tiny", seed=0, datasets=("regdb",), progress=False)
+    cfg = replace(SupervisedConfig(), width=8, image_size=(32, 16), batch_size=16, epochs=1, iters_per_epoch=2)
+    res = run_regdb_calibration(tmp_path / "RegDB-synth", seeds=(0,), config=cfg, splits=(1, 2), progress=False)
+    assert set(res["summary"]) == {"visible_infrared", "visible_only"}
+    for st in res["summary"].values():
+        assert all(0.0 <= v["mean"] <= 1.0 for v in st.values())
+    chk = res["checks"]["regdb"]
+    d = min(res["summary"]["visible_infrared"][k]["mean"] for k in ("v2t_R1", "t2v_R1"))
+    assert chk["value"] == d and chk["pass"] == (d >= 0.6 and chk["visible_only"] <= d / 2)

@@ -187,7 +187,7 @@ def test_regdb_layout(tiny):
 def test_regdb_thermal_twin_replays_the_visible_pose(tiny):
     """RegDB-synth mimics a dual camera: the k-th thermal image of a person is rendered
     from its visible twin's draws (same view, pose, scale and background window)."""
-    from cmamlib.data.synth import make_cameras, make_identity, render_image
+    from cmamlib.data.synth import _regdb_plan, make_cameras, make_identity, render_image
 
     out, summary = tiny
     cfg = PRESETS["tiny"]
@@ -198,7 +198,9 @@ def test_regdb_thermal_twin_replays_the_visible_pose(tiny):
         (out / "RegDB-synth" / "Thermal" / str(pid)).iterdir(), key=lambda p: int(p.name.split("_")[3])
     )  # by serial = k
     ident = make_identity(3, "regdb", pid, cfg)
-    twin = render_image(ident, cams[2], np.random.default_rng([3, 2, pid, 1, 0]), cfg)  # the visible key
+    job = next(j for j in _regdb_plan(out / "RegDB-synth", 3, cfg)[0] if j.pid == pid and j.cam == 2 and j.index == 0)
+    rng = np.random.default_rng([3, 2, pid, 1, 0])  # the visible twin's stream
+    twin = render_image(ident, cams[2], rng, cfg, view=job.view, phase=job.phase)
     buf = out / "twin.bmp"
     twin.save(buf, "BMP")
     assert buf.read_bytes() == thermal[0].read_bytes()
@@ -267,8 +269,9 @@ def test_infrared_reflectance_correlated_with_luminance_but_not_a_function_of_it
 
 
 def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws_nothing_else():
-    """``thermal_luma_weight`` (a diagnostic knob of ``investigations/probe_regdb.py``) makes a
-    clothing material's thermal emission follow its visible luminance with that sign;
+    """With the legacy thermal model, ``thermal_luma_weight`` (a diagnostic knob of
+    ``investigations/probe_regdb.py``) makes a clothing material's thermal emission follow its
+    visible luminance with that sign;
     every other attribute of the identity (same random draws) is unchanged."""
     from dataclasses import replace
 
@@ -287,7 +290,7 @@ def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws
     )
 
     mats = [UPPER, UPPER2, INNER, LOWER, LOWER2, HAT]  # bag and shoes have their own thermal ranges
-    base = SynthConfig()
+    base = SynthConfig(thermal_model="legacy")
     refs = [make_identity(0, "regdb", pid, base) for pid in range(200)]
     corr = {}
     for w in (-0.8, 0.1, 0.8):
@@ -305,3 +308,72 @@ def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws
             th.append(ident.thermal[mats])
         corr[w] = np.corrcoef(np.concatenate(lum), np.concatenate(th))[0, 1]
     assert corr[-0.8] < -0.9 and corr[0.8] > 0.9 and abs(corr[0.1]) < corr[0.8]
+
+
+def _regdb_twins(cfg, seed: int = 0, ids: int = 12):
+    """(visible image, thermal image, visible material map) of every paired frame of the
+    first ``ids`` RegDB-synth identities, rendered as :func:`generate` renders them."""
+    from cmamlib.data.synth import DOMAIN_CODES, _regdb_plan, make_cameras, make_identity, render_image
+
+    cams = make_cameras(seed, "regdb", cfg)
+    jobs = [j for j in _regdb_plan(Path("/nonexistent"), seed, cfg)[0] if j.pid <= ids]
+    out = []
+    for v in (j for j in jobs if j.cam == 1):
+        t = next(j for j in jobs if j.cam == 2 and j.pid == v.pid and j.index == v.index)
+        ident = make_identity(seed, "regdb", v.pid, cfg)
+        ims = []
+        for j in (v, t):
+            rng = np.random.default_rng([seed, DOMAIN_CODES["regdb"], j.pid, j.rng_cam or j.cam, j.index])
+            ims.append(render_image(ident, cams[j.cam], rng, cfg, view=j.view, phase=j.phase, return_materials=True))
+        out.append(
+            (np.asarray(ims[0][0], np.float32) / 255, np.asarray(ims[1][0], np.float32)[..., 0] / 255, ims[0][1])
+        )
+    return out
+
+
+def test_thermal_clothing_is_unrelated_to_visible_luminance():
+    """Emission physics (tiny preset): over clothing pixels, a thermal frame's intensity is
+    nearly uncorrelated with its visible twin's luminance, while skin is the hottest
+    material and the person is warmer than the background."""
+    from cmamlib.data.synth import BG, LOWER, SKIN, UPPER, luma
+
+    twins = _regdb_twins(PRESETS["tiny"])
+    lum, th, skin, cloth, bg = [], [], [], [], []
+    for vis, ther, mat in twins:
+        garment = np.isin(mat, [UPPER, LOWER])
+        lum.append(luma(vis)[garment])
+        th.append(ther[garment])
+        skin.append(ther[mat == SKIN].mean())
+        cloth.append(ther[garment].mean())
+        bg.append(ther[mat == BG].mean())
+    r = np.corrcoef(np.concatenate(lum), np.concatenate(th))[0, 1]
+    assert abs(r) < 0.25, r
+    assert np.mean(np.array(skin) > np.array(cloth)) > 0.9
+    assert np.mean(np.array(cloth) > np.array(bg)) > 0.9
+
+
+def test_thermal_silhouette_matches_the_visible_one():
+    """The thermal twin shows the visible frame's person (same geometry and pose): the
+    person mask read off the thermal frame (pixels warmer than the frame's background
+    level) overlaps the visible frame's drawn person mask with IoU >= 0.7."""
+    from cmamlib.data.synth import BG
+
+    ious = []
+    for _, ther, mat in _regdb_twins(PRESETS["tiny"]):
+        fg = mat != BG
+        level = np.percentile(ther[~fg], 95)  # warmest background pixels
+        hot = ther > level
+        ious.append((hot & fg).sum() / (hot | fg).sum())
+    assert np.median(ious) >= 0.7, np.median(ious)
+
+
+def test_regdb_frames_of_a_person_are_one_walk():
+    """RegDB-synth's images of a person are frames of one walk: one view, named in the file
+    name (``front`` / ``back``), the walking phase advancing frame by frame."""
+    from cmamlib.data.synth import _regdb_plan
+
+    jobs = _regdb_plan(Path("/x"), 0, PRESETS["tiny"])[0]
+    for pid in (1, 2, 3):
+        js = [j for j in jobs if j.pid == pid and j.cam == 1]
+        assert len({j.view for j in js}) == 1 and all(f"_{j.view}_" in Path(j.path).name for j in js)
+        assert np.all(np.diff([j.phase for j in js]) > 0)

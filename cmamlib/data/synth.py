@@ -81,7 +81,7 @@ class SynthConfig:
         sysu_ir_per_cam: images per (id, infrared camera) where the id appears.
         cam_presence: probability that an id appears in a given camera (at least two
             visible and one infrared camera are always kept).
-        regdb_ids: identities of RegDB-synth (half train, half test per split).
+        regdb_ids: identities of RegDB-synth (half train, half test per split; RegDB: 412).
         regdb_per_modality: images per id and modality (RegDB: 10).
         regdb_paired: RegDB was captured by a co-located visible + thermal dual camera,
             so its k-th visible and k-th thermal image of a person show the same pose,
@@ -90,15 +90,25 @@ class SynthConfig:
             earlier generator). Supervised upper bound, 150 steps, splits 1-2: V->T / T->V
             R1 3.7 / 2.5% unpaired, 7.8 / 10.8% paired (still near chance: thermal
             intensities are unrelated to visible colour).
-        thermal_luma_weight / thermal_random: a clothing material's thermal emission is
-            ``0.45 + thermal_random * u + thermal_luma_weight * (luma - 0.5)`` (u uniform
-            per material; skin, hair, bag and shoes have their own ranges). Defaults 0.1
-            / 0.25: thermal intensities nearly unrelated to visible colour. Measured with
-            ``investigations/probe_regdb.py`` (``reports/probes/regdb.json``, splits 1-2,
-            seed 0, supervised upper bound at 64x32, 150 / 600 steps, V->T R1): defaults
-            7.8 / 5.0%; -0.8 / 0.1 (dark clothes warmer, as under sunlight) 6.2 / 13.5%;
-            +0.8 / 0.1 (thermal nearly the luminance) 15.5 / 21.3%. Diagnostic knobs:
-            the defaults are unchanged (same bytes as before the fields existed).
+        regdb_sequence: RegDB's 10 images of a person are frames of one walk past the
+            camera (one view, towards or away from it, as its file names say: ``front`` /
+            ``back``); True renders them so (reconstruction of the capture: one view per
+            person, the walking phase advancing 0.5-0.9 rad a frame), False draws a view
+            and pose per image (the earlier generator).
+        thermal_model: how RegDB-synth's far-infrared (thermal) camera sees a person.
+            ``"emission"`` (default): the camera images emitted heat, not reflected light
+            (:func:`thermal_emission`): skin hottest, hair next, a garment cooler the thicker
+            its cut (tank < t-shirt < long sleeve < jacket < coat; trousers by their
+            length) with a per-identity fabric term, printed patterns invisible, bags,
+            shoes and hats near the ambient background; no lighting or shading, little
+            texture, soft edges where the body turns away from the camera, a low-resolution
+            blurry sensor with thermal noise and column fixed-pattern noise. Nothing in it
+            depends on a visible colour. ``"legacy"``: the earlier generator's table
+            (``0.45 + thermal_random * u + thermal_luma_weight * (luma - 0.5)``, lit and
+            textured like the near-infrared cameras), under which a supervised visible +
+            thermal model stayed near chance (V->T R1 6-8%).
+        thermal_luma_weight / thermal_random: the ``"legacy"`` model's knobs (diagnostics of
+            ``investigations/probe_regdb.py``; the emission model ignores them).
         market_train_ids / market_test_ids: Market-1501-synth identities.
         market_per_cam: images per (id, camera) where the id appears (6 cameras).
         ir_luma_weight: ``a`` in ``ir = a*luma + (1-a)*(u + dye)``: how much of a
@@ -141,9 +151,11 @@ class SynthConfig:
     sysu_vis_per_cam: int = 3
     sysu_ir_per_cam: int = 3
     cam_presence: float = 0.85
-    regdb_ids: int = 120
-    regdb_per_modality: int = 5
+    regdb_ids: int = 206
+    regdb_per_modality: int = 10
     regdb_paired: bool = True
+    regdb_sequence: bool = True
+    thermal_model: str = "emission"
     thermal_luma_weight: float = 0.1
     thermal_random: float = 0.25
     market_train_ids: int = 300
@@ -168,7 +180,7 @@ PRESETS: dict[str, SynthConfig] = {
         sysu_vis_per_cam=2,
         sysu_ir_per_cam=2,
         regdb_ids=20,
-        regdb_per_modality=3,
+        regdb_per_modality=4,
         market_train_ids=20,
         market_test_ids=8,
         market_per_cam=1,
@@ -177,7 +189,7 @@ PRESETS: dict[str, SynthConfig] = {
         sysu_ids=120,
         sysu_test_ids=30,
         sysu_val_ids=15,
-        regdb_ids=60,
+        regdb_ids=100,
         market_train_ids=120,
         market_test_ids=30,
     ),
@@ -271,7 +283,7 @@ def make_identity(seed: int, domain: str, pid: int, cfg: SynthConfig) -> Identit
     thermal[HAIR] = rng.uniform(0.55, 0.7)
     thermal[BAG] = rng.uniform(0.15, 0.35)
     thermal[SHOES] = rng.uniform(0.2, 0.4)
-    return Identity(
+    ident = Identity(
         pid=pid,
         height=float(rng.uniform(0.86, 1.0)),
         build=float(rng.uniform(0.8, 1.25)),
@@ -292,6 +304,59 @@ def make_identity(seed: int, domain: str, pid: int, cfg: SynthConfig) -> Identit
         nir=nir,
         thermal=thermal,
     )
+    if cfg.thermal_model == "emission":  # drawn from a stream of its own: every other attribute is unchanged
+        ident.thermal = thermal_emission(ident, np.random.default_rng([seed, DOMAIN_CODES[domain], pid, 11]))
+    elif cfg.thermal_model != "legacy":
+        raise ValueError(f"thermal_model={cfg.thermal_model!r}: expected 'emission' or 'legacy'")
+    return ident
+
+
+#: Thermal insulation of each upper-garment cut (0: skin temperature, 1: ambient): the
+#: thicker the garment, the cooler its outer surface.
+UPPER_INSULATION = {"tank": 0.12, "tshirt": 0.18, "longsleeve": 0.28, "jacket": 0.45, "coat": 0.6}
+#: The same for the lower garments (a skirt hangs away from the body: an air gap).
+LOWER_INSULATION = {"shorts": 0.22, "capri": 0.3, "pants": 0.34, "skirt": 0.42}
+
+
+def thermal_emission(ident: Identity, rng: np.random.Generator) -> np.ndarray:
+    """Far-infrared emission (N_MAT,) in [0, 1] of each material of ``ident`` (RegDB's thermal camera).
+
+    A reconstruction of long-wave infrared physics at the scale of a pedestrian crop: the
+    camera images the surface temperature (emissivity of skin and textiles ~0.95), so
+
+    * skin is the hottest surface (per identity 0.86-0.96), hair a little cooler (it
+      insulates the scalp; long hair more);
+    * a garment's surface sits between skin and ambient by its insulation: its cut's
+      thickness (:data:`UPPER_INSULATION`, :data:`LOWER_INSULATION`) plus a fabric term
+      drawn per identity (wool, denim, synthetics: +-0.08), so a coat is cool and a tank
+      top nearly skin-warm; the inner shirt of an open jacket is warm;
+    * a printed pattern (``UPPER2`` / ``LOWER2``) is the same fabric: it differs by a
+      trace only, so stripes and logos vanish;
+    * bags, shoes and hats are not body-heated: near the ambient background (0.15-0.4).
+
+    Nothing here reads the visible colours ``ident.vis``: thermal intensity is unrelated
+    to visible luminance over clothing (``tests/test_synth.py`` measures it).
+
+    Args:
+        ident: the identity (its cuts, hair style and bag; ``thermal`` is not read).
+        rng: the identity's thermal stream.
+    """
+    t = np.zeros(N_MAT, np.float32)
+    skin = rng.uniform(0.86, 0.96)
+    span = skin - 0.25  # skin .. ambient
+    t[SKIN] = skin
+    t[HAIR] = skin - rng.uniform(0.12, 0.2) - (0.06 if ident.hair_style in ("long", "ponytail") else 0.0)
+    up = skin - span * (UPPER_INSULATION[ident.upper_cut] + rng.uniform(-0.08, 0.08))
+    low = skin - span * (LOWER_INSULATION[ident.lower_cut] + rng.uniform(-0.08, 0.08))
+    t[UPPER], t[LOWER] = up, low
+    t[UPPER2] = up + rng.normal(0, 0.012)
+    t[LOWER2] = low + rng.normal(0, 0.012)
+    t[INNER] = skin - span * rng.uniform(0.1, 0.2)
+    t[HAT] = rng.uniform(0.3, 0.45)
+    t[BAG] = rng.uniform(0.15, 0.35)
+    t[SHOES] = rng.uniform(0.2, 0.4)
+    t[BG] = 0.25
+    return np.clip(t, 0.05, 0.98).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- cameras
@@ -431,8 +496,11 @@ class _Draw:
         self._d.line(pts, fill=fill, width=width)
 
 
-def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale: float):
-    """Material map (H, W) uint8 of one pedestrian, plus its geometry for patterns."""
+def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale: float, phase: float | None = None):
+    """Material map (H, W) uint8 of one pedestrian, plus its geometry for patterns.
+
+    ``phase``: the walking cycle's phase (radians; None: drawn from ``rng``, which draws
+    it either way so that the rest of the image's stream is unchanged)."""
     im = Image.new("L", (CANVAS_W, CANVAS_H), BG)
     d = _Draw(im)
     ph = CANVAS_H * cam_scale * ident.height * rng.uniform(0.94, 1.06)
@@ -448,7 +516,8 @@ def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale
     hip_y = sh_y + ident.torso * ph
     sw = 0.25 * ph * ident.build * wmul / 2  # half shoulder width
     hw = sw * ident.hip_ratio * (1.05 if side else 1.0)
-    phase = rng.uniform(0, 2 * math.pi)
+    drawn_phase = rng.uniform(0, 2 * math.pi)
+    phase = drawn_phase if phase is None else phase
     stride = (0.13 if side else 0.035) * ph * math.sin(phase)
     arm_swing = (0.08 if side else 0.02) * ph * math.sin(phase)
     leg_w = max(2.0, 0.075 * ph * ident.build * (0.8 if side else 1.0))
@@ -590,11 +659,24 @@ def _draw_person(ident: Identity, view: str, rng: np.random.Generator, cam_scale
 
 
 def render_image(
-    ident: Identity, cam: Camera, rng: np.random.Generator, cfg: SynthConfig, market_shift: bool = False
-) -> Image.Image:
-    """Render one image of ``ident`` seen by ``cam`` (RGB for visible, gray-as-RGB for IR)."""
-    view = VIEWS[int(rng.choice(4, p=cam.view_p))]
-    mat, _ = _draw_person(ident, view, rng, cam.scale * rng.uniform(0.95, 1.05))
+    ident: Identity,
+    cam: Camera,
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    market_shift: bool = False,
+    view: str | None = None,
+    phase: float | None = None,
+    return_materials: bool = False,
+) -> Image.Image | tuple[Image.Image, np.ndarray]:
+    """Render one image of ``ident`` seen by ``cam`` (RGB for visible, gray-as-RGB for IR).
+
+    ``view`` / ``phase``: the person's view and walking phase when the image is a frame
+    of a walking sequence (RegDB-synth); None draws them (the stream is the same either way).
+    ``return_materials``: also return the (CANVAS_H, CANVAS_W) uint8 material map drawn
+    (``BG`` = background; the physics tests read it)."""
+    drawn_view = VIEWS[int(rng.choice(4, p=cam.view_p))]
+    view = drawn_view if view is None else view
+    mat, _ = _draw_person(ident, view, rng, cam.scale * rng.uniform(0.95, 1.05), phase)
     fg = mat != BG
     # Background: a random window of the camera's scene.
     hs, ws = cam.scene_mat.shape
@@ -618,6 +700,8 @@ def render_image(
         img = img + rng.normal(0, cam.noise, img.shape)
         img = np.clip(img, 0, 1) ** (1 / 1.15)
         arr = (img * 255 + 0.5).astype(np.uint8)
+    elif cam.modality == "thermal" and cfg.thermal_model == "emission":
+        arr = _thermal_pixels(ident.thermal[mat], fg, cam.scene_ir[bgm], tex, gain, cam.noise, rng)
     else:
         table = ident.nir if cam.modality == "nir" else ident.thermal
         ir = table[mat] * shade * tex
@@ -634,11 +718,52 @@ def render_image(
         arr = np.repeat(g[..., None], 3, axis=2)
     im = Image.fromarray(arr, "RGB")
     blur = cam.blur * rng.uniform(0.8, 1.25)
+    if cam.modality == "thermal" and cfg.thermal_model == "emission":
+        blur += THERMAL_EXTRA_BLUR  # a low-resolution microbolometer; heat spreads across seams
     if blur > 0.05:
         im = im.filter(ImageFilter.GaussianBlur(blur))
     if cam.size != (CANVAS_H, CANVAS_W):
         im = im.resize((cam.size[1], cam.size[0]), Image.BILINEAR)
-    return im
+    return (im, mat) if return_materials else im
+
+
+#: Extra Gaussian blur (canvas pixels) of the thermal camera on top of its optics'.
+THERMAL_EXTRA_BLUR = 0.7
+
+
+def _thermal_pixels(
+    emission: np.ndarray,
+    fg: np.ndarray,
+    background: np.ndarray,
+    tex: np.ndarray,
+    gain: float,
+    noise: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A thermal frame (H, W, 3) uint8 from per-pixel emission (:func:`thermal_emission`).
+
+    No lighting or shading (emitted, not reflected, radiation). The body's outline is a
+    little cooler (its surface turns away from the camera, and emissivity falls at grazing
+    angles); fabric folds leave a quarter of the visible texture; the display gain varies
+    per frame (the camera's automatic level); sensor noise plus column fixed-pattern noise
+    of a microbolometer.
+
+    Args:
+        emission: (H, W) emission of the person's material at each pixel.
+        fg: (H, W) bool person mask.
+        background: (H, W) thermal intensity of the scene window (cool, 0.1-0.4).
+        tex: (H, W) the image's fabric texture (mean 1).
+        gain: the frame's level.
+        noise: sensor noise sigma.
+        rng: the image's stream.
+    """
+    soft = np.asarray(Image.fromarray(fg.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1.5)), np.float32)
+    edge = 0.78 + 0.22 * (soft / 255.0)
+    body = emission * edge * (1.0 + 0.25 * (tex - 1.0))
+    t = np.where(fg, body, background) * gain
+    t = t + rng.normal(0, noise, t.shape) + rng.normal(0, 0.4 * noise, (1, t.shape[1]))
+    g = (np.clip(t, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
 
 
 # ----------------------------------------------------------------------------- writers
@@ -651,6 +776,8 @@ class _Job:
     index: int
     fmt: str = "JPEG"
     rng_cam: int | None = None  # camera of the image's random stream (None: ``cam``)
+    view: str | None = None  # a walking sequence's view (None: drawn per image)
+    phase: float | None = None  # a walking sequence's phase (None: drawn per image)
 
 
 def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
@@ -665,7 +792,7 @@ def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
             cams[job.domain] = make_cameras(seed, job.domain, cfg)
         rng_cam = job.cam if job.rng_cam is None else job.rng_cam
         rng = np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, rng_cam, job.index])
-        im = render_image(idents[key], cams[job.domain][job.cam], rng, cfg)
+        im = render_image(idents[key], cams[job.domain][job.cam], rng, cfg, view=job.view, phase=job.phase)
         Path(job.path).parent.mkdir(parents=True, exist_ok=True)
         if job.fmt == "JPEG":
             im.save(job.path, "JPEG", quality=cfg.jpeg_quality)
@@ -701,19 +828,39 @@ def _sysu_plan(root: Path, seed: int, cfg: SynthConfig) -> tuple[list[_Job], dic
 
 
 def _regdb_plan(root: Path, seed: int, cfg: SynthConfig) -> tuple[list[_Job], list[tuple[str, int, int]]]:
+    """RegDB-synth's images: with ``regdb_sequence`` each person's images are the frames of
+    one walk past the dual camera, as RegDB was captured: one view (towards the camera,
+    ``front``, or away from it, ``back``, as the file name says), the walking phase
+    advancing frame by frame; otherwise views are drawn per image (the earlier generator)."""
     jobs: list[_Job] = []
     entries: list[tuple[str, int, int]] = []  # (relative path, pid, cam)
     serial = 0
     for pid in range(1, cfg.regdb_ids + 1):
         gender = "female" if np.random.default_rng([seed, 201, pid]).random() < 0.4 else "male"
+        walk = np.random.default_rng([seed, 203, pid])
+        walk_view = "front" if walk.random() < 0.5 else "back"
+        phase0, step = walk.uniform(0, 2 * math.pi), walk.uniform(0.5, 0.9)
         for cam, mod, tag, folder in ((1, "v", "v", "Visible"), (2, "t", "t", "Thermal")):
             for k in range(cfg.regdb_per_modality):
                 serial += 1
-                view = "front" if k % 2 == 0 else "back"
+                if cfg.regdb_sequence:
+                    view, phase = walk_view, phase0 + k * step
+                else:
+                    view, phase = ("front" if k % 2 == 0 else "back"), None
                 rel = f"{folder}/{pid}/{gender}_{view}_{tag}_{serial:05d}_{pid}.bmp"
                 # a paired thermal image replays its visible twin's draws (pose, view, window)
                 jobs.append(
-                    _Job(str(root / rel), "regdb", pid, cam, k, fmt="BMP", rng_cam=1 if cfg.regdb_paired else None)
+                    _Job(
+                        str(root / rel),
+                        "regdb",
+                        pid,
+                        cam,
+                        k,
+                        fmt="BMP",
+                        rng_cam=1 if cfg.regdb_paired else None,
+                        view=view if cfg.regdb_sequence else None,
+                        phase=phase,
+                    )
                 )
                 entries.append((rel, pid, cam))
     return jobs, entries
