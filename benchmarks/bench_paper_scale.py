@@ -144,6 +144,7 @@ def main() -> None:
             cfg.stage2,
             device=str(device),
             epochs=1,
+            kmeans_epochs=0,  # one DBSCAN epoch timed; not the presets' k-means phase
             iters_per_epoch=args.steps,
             eval_batch_size=64,
             eps=0.6,

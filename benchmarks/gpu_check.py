@@ -126,7 +126,8 @@ def stage_runs(cfg, device: torch.device, steps: int, smoke: bool) -> list[dict]
         # clustering at the scale of the toy identities (timed at SYSU-MM01 size below)
         toy = dict(k1=6, k2=3, eps=0.6, min_samples=2)
         s1 = replace(cfg.stage1, **common, **toy, iters_per_epoch=steps, instance_epochs=0, kl_start_fraction=0.5)
-        s2 = replace(cfg.stage2, **common, **toy, iters_per_epoch=steps)
+        # the DBSCAN phase only (the paper presets' k-means phase would add its epochs)
+        s2 = replace(cfg.stage2, **common, **toy, iters_per_epoch=steps, kmeans_epochs=0)
         for stage, sc, passes in (("stage1", s1, 3), ("stage2", s2, 2)):
             p = sc.batch_size // sc.num_instances
             # stage 1 keeps the visible half: still num_instances images per identity
@@ -269,7 +270,8 @@ def command_line(work: Path, smoke: bool, device: torch.device, steps: int, size
     else:
         flags = ["--config", preset, "require_pretrained=false", "data.synthetic=true"]
         flags += [f"stage1.iters_per_epoch={steps}", f"stage2.iters_per_epoch={steps}"]
-        flags += ["stage1.epochs=2", "stage2.epochs=2", "stage2.k1=6", "stage2.k2=3", "stage2.eps=0.6"]
+        flags += ["stage1.epochs=2", "stage2.epochs=2", "stage2.kmeans_epochs=0"]
+        flags += ["stage2.k1=6", "stage2.k2=3", "stage2.eps=0.6"]
         flags += ["stage1.k1=6", "stage1.k2=3", "stage2.min_samples=2", "stage1.min_samples=2"]
     flags += [f"stage1.device={device.type}", f"stage2.device={device.type}"]
     common = [*flags, "--data-root", str(data), "--no-progress"]

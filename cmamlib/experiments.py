@@ -81,12 +81,16 @@ def load_market(root: str | Path, size: tuple[int, int], progress: bool = True, 
     )
 
 
-def model_features(model: nn.Module, gray: str | None = None, batch_size: int = 256, seed: int = 0) -> FeatureFn:
+def model_features(
+    model: nn.Module, gray: str | None = None, batch_size: int = 256, seed: int = 0, feature: str = "bnneck"
+) -> FeatureFn:
     """Feature function of one model (run on the model's device): flip-averaged,
     L2-normalised; ``gray`` feeds the gray view (``"luma"`` / ``"random_channel"``,
-    seeded) instead of the image."""
+    seeded) instead of the image; ``feature``: ``"bnneck"`` (post-BNNeck) or
+    ``"pre_bnneck"`` (the pooled GeM feature before it, the authors' test feature;
+    :func:`cmamlib.features.extract_features`)."""
     dev = next(model.parameters()).device
-    return lambda images: extract(model, images, dev, batch_size, gray=gray, seed=seed)
+    return lambda images: extract(model, images, dev, batch_size, gray=gray, seed=seed, feature=feature)
 
 
 def fused_features(fns: Sequence[FeatureFn], how: str = "concat") -> FeatureFn:
@@ -271,6 +275,52 @@ STAGE2_KEYS = (
 )
 
 
+#: Suffix of the metric keys of each stage-2 test feature when it is not the reported one
+#: (``SelfTrainConfig.test_feature``): ``all_mAP_fused`` is concat(A, B)'s all-search mAP
+#: while the method's ``all_mAP`` is A's pre-BNNeck feature, and the other way round.
+FEATURE_SUFFIX = {"fused": "fused", "a_pre_bnneck": "A_pre_bnneck"}
+
+
+def stage2_feature_fns(res, cfg) -> dict[str, FeatureFn]:
+    """The test features of a stage-2 run, the reported one first.
+
+    ``"fused"``: ``fusion`` (``cfg.fusion``) of A's and B's post-BNNeck features (A's
+    alone without B), the clustering feature; ``"a_pre_bnneck"``: model A alone, its
+    pre-BNNeck GeM feature, flip-averaged, L2-normalised (what the authors' code reports).
+    ``cfg.test_feature`` names the method's number (:data:`CODE_DEFAULTS
+    <cmamlib.training.selftrain_config.CODE_DEFAULTS>` flips it with the other
+    code-following defaults).
+
+    Returns:
+        ``{name: feature function}``, ``cfg.test_feature`` first.
+    """
+    from .training.selftrain import selftrain_features
+
+    fns = {
+        "fused": selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion),
+        "a_pre_bnneck": selftrain_features(res.model_a, None, feature="pre_bnneck"),
+    }
+    first = getattr(cfg, "test_feature", "fused")
+    return {first: fns[first], **{k: v for k, v in fns.items() if k != first}}
+
+
+def _feature_rows(fns: dict[str, FeatureFn], row_fn: Callable[[FeatureFn], dict]) -> dict:
+    """The reported feature's metrics unsuffixed, every other feature's under
+    ``<key>_<FEATURE_SUFFIX>``."""
+    out: dict = {}
+    for i, (name, fn) in enumerate(fns.items()):
+        m = row_fn(fn)
+        out.update(m if i == 0 else {f"{k}_{FEATURE_SUFFIX[name]}": v for k, v in m.items()})
+    return out
+
+
+def _extra_keys(rows: Sequence[dict], base: Sequence[str]) -> tuple[str, ...]:
+    """``base`` plus the suffixed feature keys every row has (:data:`FEATURE_SUFFIX`)."""
+    sfx = tuple(f"_{v}" for v in FEATURE_SUFFIX.values())
+    extra = [f"{k}{s}" for s in sfx for k in base if rows and all(f"{k}{s}" in r for r in rows)]
+    return tuple(base) + tuple(extra)
+
+
 def stage2_experiment(
     stage1_base,
     stage2_base,
@@ -285,7 +335,11 @@ def stage2_experiment(
 ) -> dict:
     """Train each stage-2 variant (:data:`STAGE2_VARIANTS`) for each seed on the target
     training images (stage 1 first, from ``runs_dir/stage1`` when already trained) and
-    evaluate the fused features on SYSU all / indoor search.
+    evaluate them on SYSU all / indoor search: the unsuffixed metrics are
+    ``stage2_base.test_feature``'s (:func:`stage2_feature_fns`: the fused features, or
+    model A's pre-BNNeck feature as the authors' code reports), the other feature's carry
+    the :data:`FEATURE_SUFFIX` suffix (``all_mAP_A_pre_bnneck`` / ``all_mAP_fused``),
+    A's post-BNNeck feature alone the ``A_`` prefix (``A_all_R1``, ``A_all_mAP``).
 
     The stage-1 RGB-only init has no gray extractor: its F_rg initialises both models.
     Runs live in ``runs_dir/stage2/<variant>_seed<s>/`` (resumed when complete). With
@@ -319,8 +373,8 @@ def stage2_experiment(
         t0 = time.time()
         for s in seeds:
             res, cfg = stage2_run(stage1_base, stage2_base, name, s, sysu, market, runs_dir, progress)
-            fn = selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)
-            row = {"seed": s, "train_images_per_second": res.images_per_second, **sysu_row(fn, sysu, trials)}
+            feats = _feature_rows(stage2_feature_fns(res, cfg), lambda fn: sysu_row(fn, sysu, trials))
+            row = {"seed": s, "train_images_per_second": res.images_per_second, **feats}
             if res.model_b is not None:
                 a_only = sysu_row(selftrain_features(res.model_a, None), sysu, trials)
                 row.update({f"A_{k}": v for k, v in a_only.items() if k in ("all_R1", "all_mAP")})
@@ -337,10 +391,16 @@ def stage2_experiment(
         per_seed["supervised"] = rows
         seconds["supervised"] = time.time() - t0
     table = [
-        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE2_KEYS)}
+        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, _extra_keys(rows, STAGE2_KEYS))}
         for name, rows in per_seed.items()
     ]
-    return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
+    return {
+        "rows": table,
+        "per_seed": per_seed,
+        "histories": histories,
+        "seconds": seconds,
+        "test_feature": stage2_base.test_feature,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -368,8 +428,9 @@ def stage2_run(
     training images) and ``run_name`` the run folder ``stage2/<variant>_seed<seed>``.
 
     Returns:
-        ``(SelfTrainResult, SelfTrainConfig)``; the feature function of the pair is
-        ``selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)``.
+        ``(SelfTrainResult, SelfTrainConfig)``; the run's test features are
+        :func:`stage2_feature_fns` ``(res, cfg)``, the reported one
+        (``cfg.test_feature``) first.
     """
     from dataclasses import replace
 
@@ -518,7 +579,9 @@ def regdb_experiment(
     for all splits), evaluated on the split's test images in both directions; the mean
     over splits is a seed's result (the RegDB protocol). With ``supervised_base`` (a
     ``SupervisedConfig`` with cross-modality batches) the supervised upper bound is
-    trained per split and seed too, as the row ``"supervised"``.
+    trained per split and seed too, as the row ``"supervised"``. The unsuffixed metrics
+    are ``stage2_base.test_feature``'s, the other feature's carry the
+    :data:`FEATURE_SUFFIX` suffix (as :func:`stage2_experiment`).
 
     Runs live in ``runs_dir/stage2_regdb/<variant>_seed<s>_split<i>/`` and
     ``runs_dir/supervised/regdb_split<i>_seed<s>/`` (resumed when complete).
@@ -530,8 +593,6 @@ def regdb_experiment(
     """
     import time
     from dataclasses import replace
-
-    from .training.selftrain import selftrain_features
 
     size = tuple(stage2_base.image_size)
     data = {i: load_regdb(regdb_root, i, size, progress=False) for i in splits}
@@ -555,7 +616,7 @@ def regdb_experiment(
                         progress=False,
                         train=d.train,
                     )
-                    fn = model_features(model)
+                    fns = {"fused": model_features(model)}
                 else:
                     res, cfg = stage2_run(
                         stage1_base,
@@ -569,16 +630,23 @@ def regdb_experiment(
                         train=d.train,
                         run_name=f"stage2_regdb/{name}_seed{s}_split{i}",
                     )
-                    fn = selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion)
-                split_rows.append({"split": i, **regdb_row(fn, d)})
+                    fns = stage2_feature_fns(res, cfg)
+                split_rows.append({"split": i, **_feature_rows(fns, lambda f, d=d: regdb_row(f, d))})
                 bar.update(1)
             per_split.setdefault(name, {})[s] = split_rows
-            rows.append({"seed": s, **mean_std(split_rows, REGDB_KEYS)})
+            rows.append({"seed": s, **mean_std(split_rows, _extra_keys(split_rows, REGDB_KEYS))})
         per_seed[name] = rows
         seconds[name] = time.time() - t0
     bar.close()
     table = [
-        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, REGDB_KEYS)}
+        {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, _extra_keys(rows, REGDB_KEYS))}
         for name, rows in per_seed.items()
     ]
-    return {"rows": table, "per_seed": per_seed, "per_split": per_split, "seconds": seconds, "splits": list(splits)}
+    return {
+        "rows": table,
+        "per_seed": per_seed,
+        "per_split": per_split,
+        "seconds": seconds,
+        "splits": list(splits),
+        "test_feature": stage2_base.test_feature,
+    }

@@ -9,7 +9,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-__all__ = ["extract_features"]
+__all__ = ["FEATURES", "PreBNNeck", "extract_features"]
+
+#: ``feature`` values of :func:`extract_features`.
+FEATURES = ("bnneck", "pre_bnneck")
 
 
 def _images_of(batch: Any) -> Tensor:
@@ -49,6 +52,24 @@ def amp_cast_dtype(device: torch.device | str, dtype: str = "float16") -> torch.
     return torch.bfloat16 if dtype == "bfloat16" else torch.float16
 
 
+class PreBNNeck(nn.Module):
+    """A :class:`cmamlib.models.ReIDNet` seen through its pooled feature: ``forward(x)`` =
+    ``model.pool(model.forward_features(x))``, the GeM feature before the BNNeck (the test
+    feature of the authors' code), in train and eval mode alike. Starts in ``model``'s
+    mode, so :func:`extract_features` restores the mode it found."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not (hasattr(model, "pool") and hasattr(model, "forward_features")):
+            raise TypeError(f"pre_bnneck features need a ReIDNet (pool + forward_features), got {type(model).__name__}")
+        self.model = model
+        self.feat_dim = getattr(model, "feat_dim", None)
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.pool(self.model.forward_features(x))
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module | Callable[[Tensor], Tensor],
@@ -60,6 +81,7 @@ def extract_features(
     progress: bool = True,
     normalize: bool = True,
     desc: str = "features",
+    feature: str = "bnneck",
 ) -> Tensor:
     """Features of every image, in iteration order.
 
@@ -88,10 +110,18 @@ def extract_features(
         progress: ``tqdm.auto`` progress bar (total = ``len(batches)`` when defined).
         normalize: L2-normalise each output row.
         desc: progress-bar label.
+        feature: ``"bnneck"`` (``model(x)``: a ReIDNet's post-BNNeck feature) or
+            ``"pre_bnneck"`` (a ReIDNet's pooled GeM feature before the BNNeck,
+            :class:`PreBNNeck`; the authors' code reports it). Flip averaging and
+            normalisation as above either way.
 
     Returns:
         (N, D) float32 on the CPU; L2-normalised rows when ``normalize``.
     """
+    if feature not in FEATURES:
+        raise ValueError(f"feature={feature!r}: expected one of {FEATURES}")
+    if feature == "pre_bnneck":
+        model = PreBNNeck(model)  # type: ignore[arg-type]
     dev = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):

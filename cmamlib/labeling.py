@@ -10,10 +10,14 @@ identity label.
 
   - ``"ward_merge"`` (default, the CMAM authors' code, wuancong/CMAM): the side with
     more clusters is merged down to the other side's count by Ward agglomerative
-    clustering of its L2-normalised centroids (scipy ``linkage(method="ward")`` +
+    clustering of its centroids (scipy ``linkage(method="ward")`` +
     ``fcluster(criterion="maxclust")``), then one perfect matching of the merged groups
     with the other side. Every cluster of both sides is paired (many-to-one on the
-    merged side).
+    merged side). ``ward_space``: ``"l2"`` clusters the L2-normalised centroids and
+    gives a merged group the re-normalised mean of its normalised centroids
+    (*reconstruction*); ``"raw"`` (the code) clusters the centroids as given and gives a
+    merged group the mean of its samples (the ``counts``-weighted mean of its centroids),
+    L2-normalised for the cost.
   - ``"second_round"`` (PGM: Wu & Ye, "Unsupervised Visible-Infrared Person
     Re-Identification via Progressive Graph Matching and Alternate Learning", CVPR
     2023): a rectangular Hungarian pass, then the still unmatched clusters of the
@@ -45,10 +49,11 @@ from scipy.cluster.hierarchy import cut_tree, fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["COSTS", "UNEQUAL", "MatchResult", "cluster_centroids", "match_clusters", "unify_labels"]
+__all__ = ["COSTS", "UNEQUAL", "WARD_SPACES", "MatchResult", "cluster_centroids", "match_clusters", "unify_labels"]
 
 COSTS = ("sqeuclidean", "cosine", "inv_exp_cos")
 UNEQUAL = ("ward_merge", "second_round", "drop")
+WARD_SPACES = ("l2", "raw")
 
 
 @dataclass
@@ -157,6 +162,9 @@ def match_clusters(
     cost: str = "sqeuclidean",
     unequal: str = "ward_merge",
     threshold: float | None = None,
+    ward_space: str = "l2",
+    vis_counts: np.ndarray | None = None,
+    ir_counts: np.ndarray | None = None,
 ) -> MatchResult:
     """Match visible clusters to infrared clusters by a minimum-cost bipartite matching.
 
@@ -172,6 +180,11 @@ def match_clusters(
         threshold: optional minimum cosine similarity of the two original centroids of
             a pair; pairs below it are rejected after the matching and their clusters
             become unmatched unless they are in another kept pair.
+        ward_space: ``"l2"`` (default, *reconstruction*) or ``"raw"`` (the code): the
+            centroids the Ward merge clusters (module docstring).
+        vis_counts / ir_counts: ``(Cv,)`` / ``(Ci,)`` samples per cluster, weighting a
+            merged group's centroid with ``ward_space="raw"`` (the mean of its samples);
+            None: equal weights.
 
     Returns:
         :class:`MatchResult`. When one side is empty there is nothing to match: no
@@ -185,6 +198,8 @@ def match_clusters(
         raise ValueError(f"cost {cost!r}: expected one of {COSTS}")
     if unequal not in UNEQUAL:
         raise ValueError(f"unequal {unequal!r}: expected one of {UNEQUAL}")
+    if ward_space not in WARD_SPACES:
+        raise ValueError(f"ward_space {ward_space!r}: expected one of {WARD_SPACES}")
     v = _as_centroids(vis_centroids, "vis_centroids")
     r = _as_centroids(ir_centroids, "ir_centroids")
     if v.shape[1] != r.shape[1]:
@@ -192,12 +207,18 @@ def match_clusters(
     nv, ni = v.shape[0], r.shape[0]
     if nv == 0 or ni == 0:
         return MatchResult(unmatched_vis=np.arange(nv, dtype=np.int64), unmatched_ir=np.arange(ni, dtype=np.int64))
+    v_raw, r_raw = v, r
     v = _normalize(v, "vis_centroids")
     r = _normalize(r, "ir_centroids")
     cos = v @ r.T  # (Cv, Ci)
 
     if unequal == "ward_merge" and nv != ni:
-        pairs, total = _match_ward(v, r, cost)
+        if ward_space == "raw":
+            wv = _as_counts(vis_counts, nv, "vis_counts")
+            wr = _as_counts(ir_counts, ni, "ir_counts")
+            pairs, total = _match_ward(v_raw, r_raw, cost, wv, wr, renormalise=False)
+        else:
+            pairs, total = _match_ward(v, r, cost)
     elif unequal == "second_round":
         pairs, total = _match_rounds(_cost_from_cos(cos, cost))
     else:  # "drop", or ward_merge with equal counts
@@ -221,13 +242,42 @@ def match_clusters(
     )
 
 
-def _match_ward(v: np.ndarray, r: np.ndarray, cost: str) -> tuple[np.ndarray, float]:
-    """Merge the larger side down by Ward clustering, then one perfect matching."""
+def _as_counts(counts: Any, n: int, name: str) -> np.ndarray:
+    if counts is None:
+        return np.ones(n)
+    c = _to_numpy(counts, name).astype(np.float64).ravel()
+    if c.shape != (n,) or not np.isfinite(c).all() or (c <= 0).any():
+        raise ValueError(f"{name}: expected {n} positive sample counts, got {c.shape} {c[:5].tolist()}")
+    return c
+
+
+def _match_ward(
+    v: np.ndarray,
+    r: np.ndarray,
+    cost: str,
+    wv: np.ndarray | None = None,
+    wr: np.ndarray | None = None,
+    renormalise: bool = True,
+) -> tuple[np.ndarray, float]:
+    """Merge the larger side down by Ward clustering, then one perfect matching.
+
+    ``renormalise`` (``ward_space="l2"``): ``v`` / ``r`` are L2-normalised and a group's
+    centroid is the mean of its rows; else (``"raw"``) ``v`` / ``r`` are the raw centroids,
+    a group's centroid the ``w``-weighted mean of its rows (the mean of its samples), and
+    every centroid is L2-normalised for the cost."""
     vis_larger = v.shape[0] > r.shape[0]
     big, small = (v, r) if vis_larger else (r, v)
     k = small.shape[0]
     groups = _ward_groups(big, k)  # (n_big,) in 0..k-1
-    merged = _group_means(big, groups, k)  # (k, D)
+    if renormalise:
+        merged = _group_means(big, groups, k)  # (k, D)
+    else:
+        w = (wv if vis_larger else wr)[:, None]
+        sums, tot = np.zeros((k, big.shape[1])), np.zeros((k, 1))
+        np.add.at(sums, groups, w * big)
+        np.add.at(tot, groups, w)
+        merged = _normalize(sums / tot, "merged group centroids")
+        small = _normalize(small, "centroids")
     c = _cost_from_cos(merged @ small.T, cost)  # (k groups, k small)
     if not vis_larger:
         c = c.T  # rows always visible

@@ -101,22 +101,24 @@ class SymmetricKL(nn.Module):
 
     ``p = softmax(student / T)``, ``q = softmax(teacher / T)``; KL summed over classes
     and averaged over the batch (``reduction="batchmean"``) or summed over the batch
-    (``"sum"``).  Only the student receives gradients.
+    (``"sum"``).  Only the student receives gradients, unless ``detach_teacher=False``
+    (then both inputs do).
 
     Shapes:
         student, teacher ``(B, C)`` logits.
     """
 
-    def __init__(self, temperature: float = 1.0, reduction: str = "batchmean"):
+    def __init__(self, temperature: float = 1.0, reduction: str = "batchmean", detach_teacher: bool = True):
         super().__init__()
         if reduction not in ("batchmean", "sum"):
             raise ValueError(f"reduction {reduction!r}: expected 'batchmean' or 'sum'")
         self.t = float(temperature)
         self.reduction = reduction
+        self.detach_teacher = bool(detach_teacher)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         lp = F.log_softmax(student.float() / self.t, dim=1)
-        lq = F.log_softmax(teacher.detach().float() / self.t, dim=1)
+        lq = F.log_softmax((teacher.detach() if self.detach_teacher else teacher).float() / self.t, dim=1)
         p, q = lp.exp(), lq.exp()
         kl_qp = (q * (lq - lp)).sum(1)
         kl_pq = (p * (lp - lq)).sum(1)

@@ -41,12 +41,21 @@ the ``config.yaml`` a run writes)::
     jitter 0.15, no camera centring (a reconstruction for random-init CPU runs), F_rg's
     two views in two forwards (``stage1.view_forward=separate``) and the stage-2
     distance-matrix term summed over the batch (``stage2.dist_reduction=sum``), as the
-    code. Source: Market-1501 train + query + gallery (the code's train+test), unlabeled;
+    code. Stage 2's k-means phase as the code's scripts: on SYSU-MM01 the 40 DBSCAN
+    epochs are followed by 40 spherical k-means epochs (``stage2.kmeans_epochs``; K the
+    last DBSCAN count, ``stage2.kmeans_k=400`` the code's); on RegDB k-means only, K 400,
+    re-clustering every 200 iterations (``stage2.epochs=0``, 60 k-means epochs x 200).
+    The other code-following stage-2 choices (``init_carry``, ``kl_detach``,
+    ``kl_reduction``, ``ward_space``, ``test_feature``; ``sampler=other_cameras``) come
+    from :class:`~cmamlib.training.selftrain.SelfTrainConfig`'s defaults
+    (``FOLLOW_AUTHORS_CODE`` in :mod:`cmamlib.training.selftrain_config`) or overrides.
+    Source: Market-1501 train + query + gallery (the code's train+test), unlabeled;
     the authors' PPLR pseudo labels, if you have them as a ``path,label`` CSV, go in
     ``stage1.label_file``.
 ``paper-sysu-mm02``, ``paper-llcm``
     The same at 288x144 with the peer USL-VI schedule (ADCA / PGM) for stage 2: 50
-    epochs x 200 iterations.
+    epochs x 200 iterations (SYSU-MM02: then 50 k-means epochs, as the code's script;
+    LLCM, which the code has no script for: no k-means phase).
 
 Paper presets need ImageNet weights: ``stage1.pretrained=/path/resnet50.pth`` (a
 torchvision ResNet-50 state dict, :func:`cmamlib.models.load_pretrained`); without it
@@ -247,7 +256,8 @@ _PAPER_BACKBONE = dict(
 )
 
 
-def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, description: str) -> dict:
+def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, description: str, **stage2: Any) -> dict:
+    """A paper-scale preset; ``stage2``: extra stage-2 fields (the k-means phase)."""
     return {
         "description": description,
         "require_pretrained": True,
@@ -285,8 +295,21 @@ def _paper(target: str, size: tuple[int, int], s2_epochs: int, s2_iters: int, de
             "eps": 0.4,
             "min_samples": 4,
             "dist_reduction": "sum",
+            **stage2,
         },
     }
+
+
+#: The code's SYSU scripts: a DBSCAN run, then a fresh run of the same length with spherical
+#: k-means per modality (K: the last DBSCAN count, a reconstruction; the code's 400 is
+#: ``stage2.kmeans_k=400``).
+def _sysu_kmeans(epochs: int) -> dict:
+    return {"kmeans_epochs": epochs, "kmeans_k": None}
+
+
+#: The code's RegDB script: k-means (K 400) + Hungarian only, re-clustering every 200
+#: iterations for 12k iterations.
+_REGDB_KMEANS = {"epochs": 0, "kmeans_epochs": 60, "iters_per_epoch": 200, "kmeans_k": 400}
 
 
 #: Named presets: ``{"description": ..., <RunConfig overrides by section>}``.
@@ -334,6 +357,7 @@ PRESETS: dict[str, dict] = {
         40,
         300,
         "the authors' code at paper scale, Market-1501 -> SYSU-MM01, ResNet-50 384x128",
+        **_sysu_kmeans(40),
     ),
     "paper-regdb": _paper(
         "regdb",
@@ -341,6 +365,7 @@ PRESETS: dict[str, dict] = {
         40,
         300,
         "the authors' code at paper scale, Market-1501 -> RegDB (data.regdb_trial), ResNet-50 384x128",
+        **_REGDB_KMEANS,
     ),
     "paper-sysu-mm02": _paper(
         "sysu-mm02",
@@ -348,6 +373,7 @@ PRESETS: dict[str, dict] = {
         50,
         200,
         "paper scale at 288x144 with the peer USL-VI schedule (50 x 200), Market-1501 -> SYSU-MM02",
+        **_sysu_kmeans(50),
     ),
     "paper-llcm": _paper(
         "llcm",

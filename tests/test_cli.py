@@ -222,7 +222,15 @@ def test_presets_resolve_and_paper_values():
         assert (c.stage1.batch_size, c.stage1.num_instances, c.stage1.lr) == (64, 16, 3.5e-4)
         assert (c.stage2.batch_size, c.stage2.num_instances, c.stage2.lr, c.stage2.eps) == (128, 16, 1e-4, 0.4)
         assert c.stage1.epochs * c.stage1.iters_per_epoch == 30000  # the code's 2 runs x 15k
-        assert c.stage2.epochs * c.stage2.iters_per_epoch == (12000 if size == (384, 128) else 10000)
+        # each stage-2 phase (DBSCAN, then k-means) is one of the code's 12k-iteration runs;
+        # RegDB: k-means only (the code's script); LLCM: no k-means phase (no script)
+        phases = {
+            "paper-sysu-mm01": (12000, 12000),
+            "paper-regdb": (0, 12000),
+            "paper-sysu-mm02": (10000, 10000),
+            "paper-llcm": (10000, 0),
+        }[name]
+        assert (c.stage2.epochs * c.stage2.iters_per_epoch, c.stage2.kmeans_epochs * c.stage2.iters_per_epoch) == phases
     assert load_config("paper-regdb").data.root("target", "/d") == Path("/d/RegDB")
     assert load_config("smoke").data.root("source", "/d") == Path("/d/Market-1501-synth")
 

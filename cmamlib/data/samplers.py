@@ -3,6 +3,10 @@
 - :class:`RandomIdentitySampler`: torchreid's ``RandomIdentitySampler`` semantics.
 - :class:`CrossModalitySampler`: K/2 visible + K/2 infrared images per identity when the
   identity has both modalities (the stage-2 batches of ``docs/method.md``).
+- :class:`OtherCameraSampler`: the stage-2 batches of the authors' code (fast-reid's
+  ``BalancedIdentitySampler``): per identity an anchor image, then K-1 images of the
+  identity from cameras other than the anchor's where it has any; one chunk per identity
+  and pass.
 
 One pass ("epoch", default): every identity's images are shuffled and cut into chunks
 of K (an identity with fewer than K images gives one chunk drawn with replacement; a
@@ -34,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["CrossModalitySampler", "RandomIdentitySampler"]
+__all__ = ["CrossModalitySampler", "OtherCameraSampler", "RandomIdentitySampler"]
 
 
 def _as_int_array(labels: Any, name: str) -> np.ndarray:
@@ -80,6 +84,32 @@ class _Group:
         perm = rng.permutation(self.indices)
         m = n // self.size
         return list(perm[: m * self.size].reshape(m, self.size))
+
+
+class _CameraGroup:
+    """Indices of one identity drawn as fast-reid's ``BalancedIdentitySampler`` does: one
+    chunk per pass, an anchor drawn uniformly, then ``size - 1`` images of the other cameras
+    of the identity (without replacement when there are at least ``size`` of them, else
+    with replacement, as fast-reid); an identity seen by one camera only: ``size - 1`` of its
+    other images by the same rule; a single image: the anchor repeated."""
+
+    __slots__ = ("cams", "indices", "size")
+
+    def __init__(self, indices: np.ndarray, cams: np.ndarray, size: int):
+        self.indices = indices
+        self.cams = cams
+        self.size = size
+
+    def chunks(self, rng: np.random.Generator) -> list[np.ndarray]:
+        a = int(rng.integers(len(self.indices)))
+        pool = np.flatnonzero(self.cams != self.cams[a])  # positions within the identity
+        if not len(pool):
+            pool = np.delete(np.arange(len(self.indices)), a)
+        if not len(pool):
+            rest = np.full(self.size - 1, a)
+        else:
+            rest = rng.choice(pool, size=self.size - 1, replace=len(pool) < self.size)
+        return [self.indices[np.concatenate([[a], rest]).astype(np.int64)]]
 
 
 class _IdentityBatchSampler(Sampler[int]):
@@ -301,4 +331,54 @@ class CrossModalitySampler(_IdentityBatchSampler):
                 groups[int(pid)] = [_Group(vis, half), _Group(inf, half)]
             else:
                 groups[int(pid)] = [_Group(idx, num_instances)]
+        super().__init__(groups, num_instances, batch_size, seed, batches_per_epoch, rank, world_size)
+
+
+class OtherCameraSampler(_IdentityBatchSampler):
+    """P x K sampler of the authors' stage-2 code (fast-reid ``BalancedIdentitySampler``).
+
+    Each identity of a batch contributes an anchor image drawn at random, then K-1 images
+    of the same identity drawn from cameras other than the anchor's (without replacement
+    when at least K such images exist, else with replacement, as fast-reid); an identity
+    seen by one camera draws from its other images the same way, and a single image is
+    repeated. No visible / infrared quota: with modality-specific cameras an identity of
+    both modalities mostly gets images of the other modality and of the anchor's other
+    cameras. One pass: one chunk per identity (a fresh anchor each visit); batches then as
+    the module docstring (P distinct identities per batch).
+
+    Args:
+        labels: (N,) integer (pseudo) labels; entries < 0 are never sampled.
+        camids: (N,) integer camera ids.
+        num_instances: K >= 2.
+        batch_size: global batch size P x K.
+        seed, batches_per_epoch, rank, world_size: as :class:`RandomIdentitySampler`.
+
+    Raises:
+        ValueError: K < 2, length mismatch, and the cases of :class:`RandomIdentitySampler`.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        camids: Sequence[int] | np.ndarray | torch.Tensor,
+        num_instances: int = 16,
+        batch_size: int = 128,
+        seed: int = 0,
+        batches_per_epoch: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        lab = _as_int_array(labels, "labels")
+        cams = _as_int_array(camids, "camids")
+        if cams.shape != lab.shape:
+            raise ValueError(f"camids has shape {cams.shape}, labels {lab.shape}: expected the same length")
+        if num_instances < 2:
+            raise ValueError(f"num_instances={num_instances}: expected K >= 2 (an anchor and K-1 others)")
+        self.labels = lab
+        self.camids = cams
+        groups: dict[int, list] = {}
+        valid = np.flatnonzero(lab >= 0)
+        for pid in np.unique(lab[valid]):
+            idx = valid[lab[valid] == pid]
+            groups[int(pid)] = [_CameraGroup(idx, cams[idx], num_instances)]
         super().__init__(groups, num_instances, batch_size, seed, batches_per_epoch, rank, world_size)

@@ -263,7 +263,7 @@ class Checkpointer:
 
 
 #: Config fields that may differ between a run and its resumption (hardware, not method).
-RESUME_FREE_FIELDS = ("device", "eval_batch_size", "channels_last", "pin_memory")
+RESUME_FREE_FIELDS = ("device", "eval_batch_size", "channels_last", "pin_memory", "test_feature")
 
 
 def check_resume_config(state: dict, cfg: Any, path: Any) -> None:

@@ -42,10 +42,12 @@ def extract(
     progress: bool = False,
     desc: str = "features",
     distributed: bool = False,
+    feature: str = "bnneck",
 ) -> torch.Tensor:
     """Flip-averaged, L2-normalised features ``(N, D)`` of uint8 images ``(N, 3, H, W)``;
     ``gray`` names a gray mode to feed the gray view instead of the image; ``amp`` /
-    ``amp_dtype``: :func:`cmamlib.features.extract_features`.
+    ``amp_dtype`` / ``feature`` (``"bnneck"`` or ``"pre_bnneck"``):
+    :func:`cmamlib.features.extract_features`.
 
     ``distributed=True`` in a distributed run (a collective: every rank must call it):
     each rank extracts a block of whole batches (:func:`cmamlib.distributed.extraction_shard`)
@@ -64,13 +66,16 @@ def extract(
                 amp_dtype=amp_dtype,
                 progress=progress and dist.is_main(),
                 desc=desc,
+                feature=feature,
             )
         else:
             part = torch.zeros((0, int(model.feat_dim)), dtype=torch.float32)
         return dist.all_gather_tensor(part)
     tf = gray_transform(gray, seed) if gray else None
     batches = iterate_batches(images, batch_size, device=device, transform=tf)
-    return extract_features(model, batches, device=device, amp=amp, amp_dtype=amp_dtype, progress=progress, desc=desc)
+    return extract_features(
+        model, batches, device=device, amp=amp, amp_dtype=amp_dtype, progress=progress, desc=desc, feature=feature
+    )
 
 
 def fuse(parts: list[torch.Tensor], how: str = "concat") -> torch.Tensor:

@@ -139,7 +139,8 @@ def match_modalities(
 ) -> np.ndarray:
     """Bipartite matching of the visible and infrared cluster centroids
     (:func:`cmamlib.labeling.match_clusters` with ``cfg.match_cost``,
-    ``cfg.match_unequal``, ``cfg.match_threshold``).
+    ``cfg.match_unequal``, ``cfg.match_threshold``, ``cfg.ward_space``; the cluster sizes
+    weight a merged group's centroid with ``ward_space="raw"``).
 
     Args:
         x_vis / x_ir: ``(Nv, D)`` / ``(Ni, D)`` features of each modality's records.
@@ -150,7 +151,11 @@ def match_modalities(
     """
     vc, vids = cluster_centroids(x_vis, vis_labels)
     ic, iids = cluster_centroids(x_ir, ir_labels)
-    m = match_clusters(vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold)
+    vn = np.unique(np.asarray(vis_labels)[np.asarray(vis_labels) >= 0], return_counts=True)[1]
+    inn = np.unique(np.asarray(ir_labels)[np.asarray(ir_labels) >= 0], return_counts=True)[1]
+    m = match_clusters(
+        vc, ic, cfg.match_cost, cfg.match_unequal, cfg.match_threshold, cfg.ward_space, vis_counts=vn, ir_counts=inn
+    )
     if not m.num_pairs:
         return np.zeros((0, 2), dtype=np.int64)
     return np.stack([np.asarray(vids)[m.pairs[:, 0]], np.asarray(iids)[m.pairs[:, 1]]], 1).astype(np.int64)

@@ -1,7 +1,8 @@
 """Stage 2: unsupervised cross-modality self-training on the target (docs/method.md,
 "Stage 2" and "What the authors' released code does" -> Stage 2).
 
-Two networks, initialised from stage 1 (or at random for the ablation):
+Two networks, initialised from stage 1 (or at random for the ablation; ``init_carry``:
+every weight, or the backbone only as the code, :func:`carry_over`):
 
 * model ``A`` (from ``F_rg``) is fed every image as it is (visible RGB; infrared images
   are 3-channel gray already);
@@ -21,11 +22,16 @@ Per epoch (one re-clustering per pass over the pseudo-labelled images):
 3. optional user corrections (:func:`apply_overrides`) after clustering and matching;
 4. a cluster memory per model over the shared labels, initialised at the centroids of
    that model's own features, and P x K batches with K/2 visible + K/2 infrared images
-   per pseudo identity (:class:`cmamlib.data.samplers.CrossModalitySampler`), with::
+   per pseudo identity (:class:`cmamlib.data.samplers.CrossModalitySampler`;
+   ``sampler="other_cameras"``: the code's anchor + other cameras,
+   :class:`cmamlib.data.samplers.OtherCameraSampler`), with::
 
        L = CE(z_A, y) + CE(z_B, y)
-           + kl_w * (KL(sg z_B || z_A) + KL(sg z_A || z_B))      # mutual, both ways
-           + dist_w * mean_ij (D(f_A)_ij - D(f_B)_ij)^2           # distance matrices (code: sum_ij)
+           + kl_w * (KL(sg z_B || z_A) + KL(sg z_A || z_B))      # mutual, both ways (batch mean)
+           + dist_w * mean_ij (D(f_A)_ij - D(f_B)_ij)^2           # distance matrices
+
+   (the code: ``kl_detach=False`` without ``sg``, ``kl_reduction="sum"`` over the batch,
+   ``dist_reduction="sum"`` over ``ij``; :data:`CODE_DEFAULTS`)
 
    ``z`` the memory logits (cosine / temperature), ``f`` the BNNeck features, ``D`` the
    in-batch Euclidean distance matrix of L2-normalised features
@@ -62,11 +68,11 @@ from .. import distributed
 from ..clustering import camera_centre, label_quality
 from ..data.loading import load_images
 from ..data.records import INFRARED, Record
-from ..data.samplers import CrossModalitySampler
+from ..data.samplers import CrossModalitySampler, OtherCameraSampler
 from ..data.transforms import augment, gray_of_normalised, to_float
 from ..losses import DistanceMatrixLoss, SymmetricKL
 from ..memory import ClusterMemory
-from ..models import ReIDNet, build_model
+from ..models import GeM, ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
 from .common import (
     Checkpointer,
@@ -94,15 +100,17 @@ from .pseudo_labels import (  # noqa: F401
     selftrain_epoch_features,
     shared_labels,
 )
-from .selftrain_config import SelfTrainConfig, _pair  # noqa: F401
+from .selftrain_config import CODE_DEFAULTS, SelfTrainConfig, _pair  # noqa: F401
 from .selftrain_step import _kl, _step_losses  # noqa: F401
 
 __all__ = [
+    "CODE_DEFAULTS",
     "OVERRIDE_KEYS",
     "EpochLabels",
     "SelfTrainConfig",
     "SelfTrainResult",
     "apply_overrides",
+    "carry_over",
     "check_overrides",
     "cluster_and_match",
     "run_selftrain",
@@ -140,6 +148,33 @@ class SelfTrainResult:
 # --------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------
+
+
+def carry_over(model: nn.Module, carry: str = "all") -> nn.Module:
+    """The stage-2 copy of a stage-1 model (``SelfTrainConfig.init_carry``).
+
+    ``"all"``: a deep copy, every weight and buffer. ``"backbone"`` (the authors' code,
+    whose stage-2 head keys do not match stage 1's): a deep copy whose head is reset to a
+    fresh one, i.e. only ``backbone.*`` carries over; GeM ``p`` back to 3 (a fixed
+    exponent stays as built), the BNNeck (``nn.BatchNorm1d``) back to weight 1, bias 0,
+    running mean 0, running variance 1, no batches tracked, as
+    :func:`cmamlib.models.build_model` makes them. The input model is not modified.
+    """
+    if carry not in ("all", "backbone"):
+        raise ValueError(f"init_carry={carry!r}: expected 'all' or 'backbone'")
+    out = copy.deepcopy(model)
+    if carry == "all":
+        return out
+    if not isinstance(out, ReIDNet):
+        raise TypeError(f"init_carry='backbone' needs a ReIDNet (backbone / pool / neck), got {type(out).__name__}")
+    with torch.no_grad():
+        if isinstance(out.pool, GeM) and isinstance(out.pool.p, torch.Tensor):
+            out.pool.p.fill_(3.0)
+        if isinstance(out.neck, nn.BatchNorm1d):
+            out.neck.reset_running_stats()
+            nn.init.ones_(out.neck.weight)
+            nn.init.zeros_(out.neck.bias)
+    return out
 
 
 def _new_model(cfg: SelfTrainConfig) -> ReIDNet:
@@ -248,8 +283,8 @@ def run_selftrain(
             raise ValueError("init_models: model_a is None")
         if cfg.two_models and init_b is None:
             raise ValueError("init_models: model_b is None but two_models=True (pass F_g, or two_models=False)")
-        model_a = copy.deepcopy(init_a)
-        model_b = copy.deepcopy(init_b) if cfg.two_models else None
+        model_a = carry_over(init_a, cfg.init_carry)
+        model_b = carry_over(init_b, cfg.init_carry) if cfg.two_models else None
     model_a = to_memory_format(model_a.to(device), cfg.channels_last).train()
     if model_b is not None:
         model_b = to_memory_format(model_b.to(device), cfg.channels_last).train()
@@ -289,7 +324,7 @@ def run_selftrain(
 
     train_a = distributed.wrap_ddp(model_a, device)  # the bare models themselves in one process
     train_b = distributed.wrap_ddp(model_b, device) if model_b is not None else None
-    kl_sym = SymmetricKL()
+    kl_sym = SymmetricKL(reduction=cfg.kl_reduction, detach_teacher=cfg.kl_detach)
     dist = DistanceMatrixLoss(detach_teacher=cfg.mutual_ema, reduction=cfg.dist_reduction)
     p_ids = cfg.batch_size // cfg.num_instances
     t0 = time.time()
@@ -368,9 +403,14 @@ def run_selftrain(
 
         # ---- training ------------------------------------------------------------------
         # global batches on every rank; each rank trains on its slice (distributed.shard_batch)
-        sampler = CrossModalitySampler(
-            labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
-        )
+        if cfg.sampler == "other_cameras":  # the code: anchor + other cameras, no modality quota
+            sampler = OtherCameraSampler(
+                labels, cams, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
+            )
+        else:
+            sampler = CrossModalitySampler(
+                labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
+            )
         sampler.set_epoch(epoch)
         batches = list(sampler.batches())
         for mdl in nets:
@@ -465,18 +505,24 @@ def selftrain_features(
     fusion: str = "concat",
     batch_size: int = 256,
     seed: int = 0,
+    feature: str = "bnneck",
 ) -> FeatureFn:
     """Test-time feature function of a stage-2 pair: uint8 images ``(N, 3, H, W)`` ->
     ``fuse([L2(A(x)), L2(B(gray x))])`` ``(N, D)`` float32, L2-normalised, flip-averaged
     (:func:`cmamlib.training.loop.extract`; the random-channel gray view uses a generator
     seeded with ``seed``, so the same images always give the same features). With
-    ``model_b=None``: A's features alone. Runs on the device of ``model_a``."""
+    ``model_b=None``: A's features alone. ``feature``: ``"bnneck"`` (post-BNNeck, the
+    eval-mode output) or ``"pre_bnneck"`` (the pooled GeM feature before the BNNeck;
+    :func:`cmamlib.features.extract_features`). Runs on the device of ``model_a``.
+
+    The code's reported feature is ``selftrain_features(model_a, None,
+    feature="pre_bnneck")`` (``SelfTrainConfig.test_feature="a_pre_bnneck"``)."""
     dev = next(model_a.parameters()).device
 
     def fn(images: torch.Tensor) -> torch.Tensor:
-        parts = [extract(model_a, images, dev, batch_size)]
+        parts = [extract(model_a, images, dev, batch_size, feature=feature)]
         if model_b is not None:
-            parts.append(extract(model_b, images, dev, batch_size, gray=gray_mode, seed=seed))
+            parts.append(extract(model_b, images, dev, batch_size, gray=gray_mode, seed=seed, feature=feature))
         return fuse(parts, fusion)
 
     return fn

@@ -14,16 +14,23 @@ from .common import autocast
 from .selftrain_config import SelfTrainConfig
 
 
-def _kl(student: torch.Tensor, teacher: torch.Tensor, mode: str, sym: SymmetricKL) -> torch.Tensor:
-    """One direction of the mutual KL: the student learns the (detached) teacher."""
+def _kl(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mode: str,
+    sym: SymmetricKL,
+    detach: bool = True,
+    reduction: str = "batchmean",
+) -> torch.Tensor:
+    """One direction of the mutual KL, ``sum_c q_c (log q_c - log p_c)`` per row with
+    ``q = softmax(teacher)``, ``p = softmax(student)`` (``mode="plain"``), averaged
+    (``"batchmean"``) or summed (``"sum"``, the code) over the rows; ``detach``: only the
+    student gets gradients (the code: both). ``mode="symmetric"``: ``sym``
+    (:class:`cmamlib.losses.SymmetricKL`, built with the same detach / reduction)."""
     if mode == "symmetric":
         return sym(student, teacher)
-    return F.kl_div(
-        F.log_softmax(student.float(), 1),
-        F.log_softmax(teacher.detach().float(), 1),
-        reduction="batchmean",
-        log_target=True,
-    )
+    lq = F.log_softmax((teacher.detach() if detach else teacher).float(), 1)
+    return F.kl_div(F.log_softmax(student.float(), 1), lq, reduction=reduction, log_target=True)
 
 
 def _step_losses(
@@ -66,10 +73,13 @@ def _step_losses(
                 t_b = ema_b(xg).bn_feat
             tz_a, tz_b = mem_a.logits(t_a), mem_b.logits(t_b)
         else:
-            t_a, t_b, tz_a, tz_b = f_a.detach(), f_b.detach(), z_a.detach(), z_b.detach()
+            t_a, t_b = f_a.detach(), f_b.detach()
+            # kl_detach=False (the code): each direction's teacher keeps its graph
+            tz_a, tz_b = (z_a.detach(), z_b.detach()) if cfg.kl_detach else (z_a, z_b)
         if cfg.kl_weight > 0:
-            out["kl_a"] = cfg.kl_weight * _kl(z_a, tz_b, cfg.kl_mode, kl_sym)  # A learns from B
-            out["kl_b"] = cfg.kl_weight * _kl(z_b, tz_a, cfg.kl_mode, kl_sym)  # B learns from A
+            detach, red = cfg.kl_detach, cfg.kl_reduction
+            out["kl_a"] = cfg.kl_weight * _kl(z_a, tz_b, cfg.kl_mode, kl_sym, detach, red)  # A learns from B
+            out["kl_b"] = cfg.kl_weight * _kl(z_b, tz_a, cfg.kl_mode, kl_sym, detach, red)  # B learns from A
         if cfg.dist_weight > 0:
             ga, gb = gather(f_a), gather(f_b)  # global batch
             if ema_a is not None:  # each model towards the other's EMA teacher
