@@ -383,3 +383,20 @@ def test_source_labels_file_quality_and_reuse(source, tmp_path):
     # the labels train stage 1 in classifier mode
     s1 = run_cmam(replace(base, label_file=str(out)), recs, imgs, progress=False)
     assert s1.history[0]["loss_ce_rg_rgb"] == s1.history[0]["loss_ce_rg_rgb"]
+
+
+def test_stage1_run_makes_the_source_labels_once_per_seed(tiny_data, tmp_path):
+    """experiments.stage1_run in classifier mode without label_file: the seed's source
+    labels are made once in runs/source_labels/ and shared by every variant."""
+    from cmamlib import experiments
+    from cmamlib.training.cmam import CODE_DEFAULTS
+
+    market = experiments.load_market(tiny_data / "Market-1501-synth", SMOKE.image_size, progress=False)
+    base = replace(SMOKE, **CODE_DEFAULTS, epochs=2)
+    a = experiments.stage1_run(base, "cmam", 0, market, tmp_path, progress=False)
+    b = experiments.stage1_run(base, "rgb_gray_one_net", 0, market, tmp_path, progress=False)
+    files = sorted((tmp_path / "source_labels").glob("seed0_*.csv"))
+    assert len(files) == 1 and (files[0].parent / (files[0].name + ".json")).is_file()
+    assert a.config.label_file == b.config.label_file == str(files[0])
+    assert a.history[0]["label_file_sha256"] == b.history[0]["label_file_sha256"]
+    assert a.model_g is not None and b.model_g is None
