@@ -24,6 +24,13 @@ same library functions. Commands:
     Exit 0 when the run finished; 2 for a bad config or usage; 1 for a data or run-folder
     error (the message names the file or field).
 
+``source-labels --config NAME_OR_PATH --out LABELS.csv [--data-root DIR] [--run-dir DIR] [key=value ...]``
+    The source pseudo labels that stage 1's ``identity_loss=classifier`` trains on, made
+    once (:mod:`cmamlib.training.source_labels`): an unsupervised RGB-only clustering run
+    on ``data.source`` with the ``stage1`` settings, written as a ``path,label`` file
+    for ``stage1.label_file``, with its label quality (ARI / purity against the true ids,
+    a diagnostic) printed and saved in ``LABELS.csv.json``. Rerunning resumes or reuses it.
+
 ``evaluate --dataset D --root R --checkpoint C [--protocol baseline|official]``
     Evaluate a run folder or checkpoint on a test set and write
     ``<reports>/<name>/metrics.json`` (:func:`cmamlib.reports.write_metrics`, as the
@@ -231,6 +238,66 @@ def _list_presets_safe() -> str:
         return "(python -m cmamlib train --list-presets)"
 
 
+# ----------------------------------------------------------------------------- source-labels
+
+
+def _run_source_labels(args: argparse.Namespace) -> int:
+    from . import distributed as dist
+    from .data.records import DatasetError
+    from .presets import ConfigError, load_config
+    from .runs import RunDirError, make_source_labels
+    from .training.common import CheckpointError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        dist.init_from_env(cfg.stage1.device)
+    except (ConfigError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        res = make_source_labels(cfg, args.out, args.data_root, run_dir=args.run_dir, progress=not args.no_progress)
+    except (RunDirError, DatasetError, FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        dist.cleanup()
+    if dist.is_main():
+        q = res.quality
+        print(
+            f"source labels {'reused' if res.reused else 'written'}: {res.path} ({q['clusters']} clusters, "
+            f"{q['noise_fraction']:.1%} noise; against the true ids, diagnostic only: ARI {q['ari']:.3f}, "
+            f"NMI {q['nmi']:.3f}, purity {q['purity']:.3f}); use stage1.label_file={res.path}"
+        )
+    return 0
+
+
+def _add_source_labels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "source-labels",
+        help="make the source pseudo labels of stage 1 (classifier mode) once, as a path,label file",
+        description="Cluster the unlabeled source RGB images (Jaccard + DBSCAN + cluster memory, re-clustered "
+        "every epoch, the stage1 settings of the config) and write the final pseudo labels as a path,label "
+        "file for stage1.label_file; prints their quality against the true ids (diagnostic only).",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. stage1.epochs=10")
+    p.add_argument("--config", "-c", required=True, metavar="NAME_OR_PATH", help="a preset name or a YAML file")
+    p.add_argument("--out", "-o", required=True, metavar="LABELS.csv", help="the label file to write")
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("CMAMLIB_DATA", "data"),
+        metavar="DIR",
+        help="folder holding the datasets (default: $CMAMLIB_DATA or ./data)",
+    )
+    p.add_argument(
+        "--run-dir", default=None, metavar="DIR", help="the clustering run's folder (default LABELS.csv.run)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_source_labels)
+
+
 # ----------------------------------------------------------------------------- evaluate
 
 
@@ -350,7 +417,12 @@ def _eval_dataset_arg(value: str) -> str:
 
 
 #: Sub-command registrars, in help order.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_check_data, _add_train, _add_evaluate]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_check_data,
+    _add_train,
+    _add_source_labels,
+    _add_evaluate,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -158,15 +158,56 @@ def stage1_metrics(model: nn.Module, sysu: SysuData, market: MarketData | None, 
     return row
 
 
+_TMP_SOURCE_LABELS: dict[str, Path] = {}
+
+
+def source_labels_for(base, seed: int, market: MarketData, runs_dir: str | Path | None, progress: bool = True):
+    """The source pseudo labels of stage 1 in classifier mode for ``seed``
+    (:func:`cmamlib.training.source_labels.run_source_labels` with ``base`` and ``seed``),
+    made once and cached in ``runs_dir/source_labels/seed<seed>_<key>.csv`` (``key``:
+    :func:`~cmamlib.training.source_labels.source_label_key` of the clustering config, so
+    every stage-1 variant of the seed shares the file and a changed base makes a new
+    one); with ``runs_dir=None`` in a temporary folder.
+
+    Returns:
+        :class:`cmamlib.training.source_labels.SourceLabelsResult`.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from .training.source_labels import run_source_labels, source_label_config, source_label_key
+
+    cfg = source_label_config(replace(base, seed=seed))
+    name = f"seed{seed}_{source_label_key(cfg)}"
+    if runs_dir is not None:
+        folder = Path(runs_dir) / "source_labels"
+    else:  # one temporary folder per process, so the variants of a seed still share the file
+        folder = _TMP_SOURCE_LABELS.setdefault("dir", Path(tempfile.mkdtemp(prefix="cmam_source_labels_")))
+    return run_source_labels(
+        cfg,
+        market.train.records,
+        folder / f"{name}.csv",
+        market.train.images,
+        run_dir=folder / name if runs_dir is not None else None,
+        progress=progress,
+        derive=False,
+    )
+
+
 def stage1_run(base, variant: str, seed: int, market: MarketData, runs_dir: str | Path | None, progress: bool = True):
     """One stage-1 run (:func:`cmamlib.training.cmam.run_cmam`) of ``variant`` with
     ``seed`` on the source training images, in ``runs_dir/stage1/<variant>_seed<seed>/``
-    (resumed, so a complete run is loaded instead of retrained)."""
+    (resumed, so a complete run is loaded instead of retrained). In classifier mode
+    (``identity_loss="classifier"``) without a ``label_file``, the seed's source pseudo
+    labels come from :func:`source_labels_for` (made once per seed, shared by every
+    variant)."""
     from dataclasses import replace
 
     from .training.cmam import run_cmam, variant_config
 
     cfg = replace(variant_config(base, variant), seed=seed)
+    if cfg.identity_loss == "classifier" and cfg.label_file is None:
+        cfg = replace(cfg, label_file=str(source_labels_for(base, seed, market, runs_dir, progress).path))
     run_dir = None if runs_dir is None else Path(runs_dir) / "stage1" / f"{variant}_seed{seed}"
     return run_cmam(
         cfg, market.train.records, market.train.images, run_dir=run_dir, resume=run_dir is not None, progress=progress
@@ -196,7 +237,9 @@ def stage1_experiment(
 
     Returns:
         ``{"rows": [{variant, seeds, <metric>, <metric>_std, ...}], "per_seed": {...},
-        "histories": {variant: [per-epoch rows of the first seed]}, "seconds": {...}}``.
+        "histories": {variant: [per-epoch rows of the first seed]}, "seconds": {...}}``;
+        in classifier mode also ``"source_labels": {seed: label quality}`` of the seeds'
+        source pseudo labels (:func:`source_labels_for`, ARI / purity diagnostics).
     """
     import time
 
@@ -232,7 +275,10 @@ def stage1_experiment(
         {"variant": name, "seeds": [r["seed"] for r in rows], **mean_std(rows, STAGE1_KEYS)}
         for name, rows in per_seed.items()
     ]
-    return {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
+    out = {"rows": table, "per_seed": per_seed, "histories": histories, "seconds": seconds}
+    if base.identity_loss == "classifier" and base.label_file is None:  # made by stage1_run, reused here
+        out["source_labels"] = {s: source_labels_for(base, s, market, runs_dir, progress).quality for s in seeds}
+    return out
 
 
 def config_dict(cfg) -> dict:

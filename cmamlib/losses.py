@@ -2,8 +2,12 @@
 
 * :class:`CrossEntropyLabelSmooth` (Szegedy et al. 2016; the re-ID "bag of tricks",
   Luo et al. CVPRW 2019, epsilon 0.1).
+* :class:`CircleClassifier`: the circle classifier head of fast-reid (``Circle`` /
+  ``CircleSoftmax``; Sun et al., "Circle Loss", CVPR 2020), the identity head of the
+  CMAM authors' stage 1, used with :class:`CrossEntropyLabelSmooth`.
 * :class:`TripletLoss`: batch-hard triplet loss (Hermans et al. 2017) on Euclidean
-  distances.
+  distances, hinge (``margin``) or soft margin (``margin=None``, fast-reid's
+  ``TRI.MARGIN: 0``).
 * :class:`SymmetricKL`: the CMAM mutual term on logits,
   ``symKL(p, q) = (KL(softmax q || softmax p) + KL(softmax p || softmax q)) / 2``
   with the teacher ``q`` detached (docs/method.md, "What the authors' released code does").
@@ -14,6 +18,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -44,6 +50,62 @@ class CrossEntropyLabelSmooth(nn.Module):
         return -(q * logp).sum(1).mean()
 
 
+def circle_logits(cos: torch.Tensor, targets: torch.Tensor, scale: float = 64.0, margin: float = 0.35) -> torch.Tensor:
+    """Circle-softmax logits ``(B, C)`` of cosines ``cos (B, C)`` (fast-reid ``Circle.forward``).
+
+    ``alpha_p = max(0, 1 + m - cos)``, ``alpha_n = max(0, cos + m)`` (both detached),
+    ``delta_p = 1 - m``, ``delta_n = m``; the target logit is
+    ``s * alpha_p * (cos - delta_p)``, every other one ``s * alpha_n * (cos - delta_n)``.
+    """
+    c = cos.float()
+    alpha_p = (1 + margin - c.detach()).clamp_min(0)
+    alpha_n = (c.detach() + margin).clamp_min(0)
+    s_p = scale * alpha_p * (c - (1 - margin))
+    s_n = scale * alpha_n * (c - margin)
+    onehot = F.one_hot(targets.long(), c.shape[1]).to(c.dtype)
+    return onehot * s_p + (1 - onehot) * s_n
+
+
+class CircleClassifier(nn.Module):
+    """Circle classifier head: learnable class weights ``W (C, D)``, cosines of the
+    L2-normalised features and weights, then :func:`circle_logits` (the logits depend
+    on the targets, as in fast-reid; train with :class:`CrossEntropyLabelSmooth`).
+
+    Args:
+        in_features: ``D``.
+        num_classes: ``C``.
+        scale / margin: ``s`` and ``m`` (64 and 0.35, the CMAM authors' config).
+    Shapes:
+        features ``(B, D)``, targets ``(B,)`` int in ``[0, C)`` -> logits ``(B, C)`` float32.
+
+    The weights start as ``nn.Linear``'s (Kaiming uniform, ``a = sqrt(5)``), the
+    initialisation of fast-reid's later ``CircleSoftmax`` (*reconstruction*: the
+    authors' ``Circle`` leaves its ``torch.Tensor`` uninitialised).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 64.0, margin: float = 0.35):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.in_features, self.num_classes = int(in_features), int(num_classes)
+        self.scale, self.margin = float(scale), float(margin)
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, num_classes={self.num_classes}, scale={self.scale}, margin={self.margin}"
+        )
+
+    def cosine(self, features: torch.Tensor) -> torch.Tensor:
+        """Cosines ``(B, C)`` of the features and the class weights (float32)."""
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return F.normalize(features.float(), dim=1) @ F.normalize(self.weight.float(), dim=1).t()
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return circle_logits(self.cosine(features), targets, self.scale, self.margin)
+
+
 def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pairwise Euclidean distances ``(M, N)`` of rows of ``x (M, D)`` and ``y (N, D)``."""
     x = x.float()
@@ -63,19 +125,21 @@ class TripletLoss(nn.Module):
 
     For each anchor: hardest positive (largest distance, same label) and hardest
     negative (smallest distance, other label);
-    ``loss = mean_a max(0, d(a, p*) - d(a, n*) + margin)``.  Anchors without a
-    positive or a negative in the batch are skipped; labels ``-1`` are ignored.
+    ``loss = mean_a max(0, d(a, p*) - d(a, n*) + margin)``, or with ``margin=None`` the
+    soft margin ``mean_a softplus(d(a, p*) - d(a, n*))`` (fast-reid with ``TRI.MARGIN:
+    0``, the CMAM authors' stage 1).  Anchors without a positive or a negative in the
+    batch are skipped; labels ``-1`` are ignored.
 
     Args:
-        margin: triplet margin (0.3, as re-ID baselines).
+        margin: triplet margin (0.3, as re-ID baselines); None: soft margin.
         normalize: L2-normalise features first.
     Shapes:
         features ``(B, D)``, labels ``(B,)``.
     """
 
-    def __init__(self, margin: float = 0.3, normalize: bool = False):
+    def __init__(self, margin: float | None = 0.3, normalize: bool = False):
         super().__init__()
-        self.margin = float(margin)
+        self.margin = None if margin is None else float(margin)
         self.normalize = normalize
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -93,6 +157,8 @@ class TripletLoss(nn.Module):
             return features.sum() * 0.0
         dp = torch.where(pos, d, torch.full_like(d, -1.0)).max(1).values
         dn = torch.where(neg, d, torch.full_like(d, float("inf"))).min(1).values
+        if self.margin is None:
+            return F.softplus(dp[valid] - dn[valid]).mean()
         return F.relu(dp[valid] - dn[valid] + self.margin).mean()
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "RunDirError",
     "evaluate_run",
     "load_run",
+    "make_source_labels",
     "run_features",
     "train_stage1",
     "train_stage2",
@@ -227,6 +228,13 @@ def train_stage1(
 
     out = Path(out)
     s1 = cfg.stage1
+    if s1.identity_loss == "classifier" and s1.label_file is None:
+        raise ConfigError(
+            "stage1.identity_loss=classifier trains on fixed source pseudo labels, but stage1.label_file is not set: "
+            "make them once with `python -m cmamlib source-labels --config ... --out labels.csv` and add "
+            "stage1.label_file=labels.csv (or give another method's path,label file, e.g. PPLR's), or set "
+            "stage1.identity_loss=memory to re-cluster every epoch"
+        )
     if cfg.require_pretrained and s1.pretrained is None:
         raise ConfigError(
             f"preset {cfg.preset!r} fine-tunes ImageNet weights, but stage1.pretrained is not set: add "
@@ -254,6 +262,36 @@ def train_stage1(
         _write_summary(out, _summary("stage1", res, out, cfg, data))
     dist.barrier()
     return res
+
+
+def make_source_labels(
+    cfg: RunConfig,
+    out: str | os.PathLike,
+    data_root: str | os.PathLike = "data",
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+):
+    """The source pseudo labels of ``cfg`` (:func:`cmamlib.training.source_labels.run_source_labels`
+    with ``cfg.stage1``, on ``cfg.data``'s source) written to the ``path,label`` file
+    ``out`` (paths relative to the dataset root), with its summary ``<out>.json``. The
+    clustering run's checkpoint lives in ``run_dir`` (default ``<out>.run/``) and is
+    resumed; a finished file with the same config is reused.
+
+    Returns:
+        :class:`cmamlib.training.source_labels.SourceLabelsResult`.
+    """
+    from .training.source_labels import run_source_labels
+
+    out = Path(out)
+    run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.name + ".run")
+    root = cfg.data.root("source", data_root)
+    records = read_records(cfg.data.source, root, cfg.data.source_splits)
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    records, images, _ = _load_training_images(
+        records, cfg.stage1.image_size, cfg, run_dir, progress, f"{cfg.data.source} images"
+    )
+    return run_source_labels(cfg.stage1, records, out, images, run_dir=run_dir, progress=progress)
 
 
 @dataclass

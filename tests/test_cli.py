@@ -621,3 +621,31 @@ def test_runs_write_tensorboard_events_equal_to_the_log(smoke_runs):
             if s == "s2"
             else {"loss/mem_rg_rgb", "labels/clusters", "lr/end"} <= tags
         )
+
+
+def test_source_labels_then_stage1_in_classifier_mode(tiny_data, tmp_path):
+    """`source-labels` writes the label file and its quality once (reused on rerun);
+    `train stage1` in classifier mode refuses to start without it, naming the field."""
+    common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
+    labels = tmp_path / "labels.csv"
+    p = _cli("source-labels", *common, "--out", str(labels), "stage1.epochs=1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "written" in p.stdout and "ARI" in p.stdout and labels.is_file()
+    meta = json.loads((tmp_path / "labels.csv.json").read_text())
+    assert {"ari", "purity", "clusters"} <= set(meta["quality"]) and not meta["config"]["use_gray_view"]
+    p = _cli("source-labels", *common, "--out", str(labels), "stage1.epochs=1")
+    assert p.returncode == 0 and "reused" in p.stdout
+    p = _cli("train", "stage1", *common, "--out", str(tmp_path / "s1"), "stage1.identity_loss=classifier")
+    assert p.returncode == 2 and "stage1.label_file is not set" in p.stderr and "source-labels" in p.stderr
+    p = _cli(
+        "train",
+        "stage1",
+        *common,
+        "--out",
+        str(tmp_path / "s1"),
+        "stage1.identity_loss=classifier",
+        f"stage1.label_file={labels}",
+        "stage1.schedule=two_runs",
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "ce_rg_rgb" in p.stdout

@@ -234,3 +234,169 @@ def test_view_forward_separate_normalises_each_view_alone(source):
     assert b.history[0]["loss_mem_rg_rgb"] != pytest.approx(a.history[0]["loss_mem_rg_rgb"], rel=1e-6)
     with pytest.raises(ValueError, match="view_forward='both'"):
         run_cmam(replace(cfg, view_forward="both"), recs, imgs, progress=False)
+
+
+# ---- the authors' code: classifier identity term, two runs, source labels -----------------
+
+
+def _code(tmp_path, recs, **kw):
+    """SMOKE with the code-following values and a label file of the true ids with some noise."""
+    from cmamlib.data.label_files import write_label_file
+    from cmamlib.training.cmam import CODE_DEFAULTS
+
+    path = write_label_file(tmp_path / "labels.csv", recs, [r.pid if i % 9 else -1 for i, r in enumerate(recs)])
+    return replace(SMOKE, **{**CODE_DEFAULTS, "label_file": str(path), **kw})
+
+
+def test_classifier_mode_trains_on_fixed_labels_without_clustering(source, tmp_path, monkeypatch):
+    from cmamlib.training import cmam as cmam_mod
+
+    recs, imgs = source
+    cfg = _code(tmp_path, recs)
+
+    def no_clustering(*a, **k):
+        raise AssertionError("classifier mode must not cluster")
+
+    monkeypatch.setattr(cmam_mod, "pseudo_labels", no_clustering)
+    res = run_cmam(cfg, recs, imgs, run_dir=tmp_path / "run", progress=False)
+    first, last = res.history
+    for key in ("loss_ce_rg_rgb", "loss_ce_rg_gray", "loss_ce_g", "loss_tri_rg_rgb", "loss_tri_g", "loss_rg2g"):
+        assert key in last and last[key] == last[key]
+    assert "loss_mem_rg_rgb" not in last and first["phase"] == "fixed_labels"
+    assert (first["run"], last["run"]) == (1, 2) and not first["kl_on"] and last["kl_on"]
+    n_cls = len({r.pid for i, r in enumerate(recs) if i % 9})
+    assert res.classifier_rg.weight.shape == (n_cls, res.model_rg.feat_dim)
+    assert res.classifier_g is not None and res.classifier_g is not res.classifier_rg
+    assert first["labels_purity"] == pytest.approx(1.0)
+
+
+def test_classifier_mode_needs_a_label_file(source):
+    recs, imgs = source
+    with pytest.raises(ValueError, match="identity_loss='classifier' needs label_file"):
+        run_cmam(replace(SMOKE, identity_loss="classifier"), recs, imgs, progress=False)
+    with pytest.raises(ValueError, match="kl_reduction='max'"):
+        run_cmam(replace(SMOKE, kl_reduction="max"), recs, imgs, progress=False)
+
+
+def test_two_run_resume_reaches_the_same_weights(source, tmp_path):
+    """A run killed at the end of run 1 resumes into run 2 (fresh optimizer) exactly."""
+    recs, imgs = source
+    cfg = _code(tmp_path, recs)
+    full = run_cmam(cfg, recs, imgs, run_dir=tmp_path / "full", progress=False)
+
+    def kill(epoch, row):
+        if epoch == 0:
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        run_cmam(cfg, recs, imgs, run_dir=tmp_path / "killed", progress=False, on_epoch_end=kill)
+    resumed = run_cmam(cfg, recs, imgs, run_dir=tmp_path / "killed", resume=True, progress=False)
+    _same(_weights(full), _weights(resumed))
+    _same(full.classifier_rg.state_dict(), resumed.classifier_rg.state_dict())
+    assert resumed.history[1]["loss_ce_rg_rgb"] == pytest.approx(full.history[1]["loss_ce_rg_rgb"])
+
+
+def test_two_runs_restart_the_optimizer(source, tmp_path, monkeypatch):
+    """schedule="two_runs": a second optimizer at the KL start, none with "one_run"."""
+    from cmamlib.training import cmam as cmam_mod
+
+    made = []
+    real = cmam_mod.make_optimizer
+    monkeypatch.setattr(cmam_mod, "make_optimizer", lambda *a: made.append(1) or real(*a))
+    recs, imgs = source
+    run_cmam(_code(tmp_path, recs), recs, imgs, progress=False)
+    assert len(made) == 2
+    run_cmam(_code(tmp_path, recs, schedule="one_run"), recs, imgs, progress=False)
+    assert len(made) == 3
+
+
+def test_two_run_lr_factor_oracle():
+    """Warm-up from 0.01x over 2000/15000, flat until 9000/15000, cosine to eta_min: the
+    code's schedule written per iteration of a 15000-step run."""
+    import math
+
+    from cmamlib.training.cmam import two_run_lr_factor
+
+    cfg = CMAMConfig()
+    eta = 7.7e-7 / 3.5e-4
+    for it in (0, 1000, 1999, 2000, 5000, 8999, 9000, 12000, 14999):
+        if it < 2000:
+            want = 0.01 * (1 - it / 2000) + it / 2000
+        elif it < 9000:
+            want = 1.0
+        else:
+            want = eta + (1 - eta) * (1 + math.cos(math.pi * (it - 9000) / 6000)) / 2
+        assert two_run_lr_factor(it / 15000, cfg) == pytest.approx(want, abs=1e-9)
+
+
+def test_kl_reduction_sum_is_the_batch_size_times_the_mean(source, tmp_path):
+    recs, imgs = source
+    cfg = _code(tmp_path, recs, sim_weight=0.0, epochs=1, kl_start_fraction=0.0, iters_per_epoch=1)
+    a = run_cmam(replace(cfg, kl_reduction="sum"), recs, imgs, progress=False).history[0]
+    b = run_cmam(replace(cfg, kl_reduction="mean"), recs, imgs, progress=False).history[0]
+    assert a["loss_ce_rg_rgb"] == pytest.approx(b["loss_ce_rg_rgb"])  # the same first step
+    assert a["loss_rg2g"] == pytest.approx(SMOKE.batch_size * b["loss_rg2g"], rel=1e-4)
+
+
+def test_memory_init_train_mode_features(source):
+    """memory_init="train": memories from train-mode BNNeck features; BN statistics untouched."""
+    from cmamlib.training.cmam import train_mode_features
+
+    recs, imgs = source
+    torch.manual_seed(0)
+    from cmamlib.models import build_model
+
+    m = build_model("resnet18", width=8).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    f = train_mode_features(m, imgs[:9], torch.device("cpu"), 4)
+    assert f.shape == (9, m.feat_dim) and not m.training
+    assert torch.allclose(f.norm(dim=1), torch.ones(9), atol=1e-5)
+    _same(before, m.state_dict())
+    # oracle: the same even chunks (3 x 3 here) in train mode, one by one
+    from cmamlib.data.loading import iterate_batches
+
+    m.train()
+    want = torch.cat([torch.nn.functional.normalize(m(x).bn_feat, dim=1) for x in iterate_batches(imgs[:9], 3)])
+    m.eval()
+    assert torch.allclose(f, want.detach(), atol=1e-5)
+    a = run_cmam(replace(SMOKE, epochs=1), recs, imgs, progress=False)
+    b = run_cmam(replace(SMOKE, epochs=1, memory_init="train"), recs, imgs, progress=False)
+    assert b.history[0]["loss_mem_rg_rgb"] == b.history[0]["loss_mem_rg_rgb"]
+    assert b.history[0]["loss_mem_rg_rgb"] != pytest.approx(a.history[0]["loss_mem_rg_rgb"], rel=1e-6)
+
+
+def test_source_labels_file_quality_and_reuse(source, tmp_path):
+    from cmamlib.data.label_files import read_label_file
+    from cmamlib.training.source_labels import run_source_labels, source_label_config
+
+    recs, imgs = source
+    base = _code(tmp_path, recs, epochs=1)
+    out = tmp_path / "sl" / "labels.csv"
+    res = run_source_labels(base, recs, out, imgs, run_dir=tmp_path / "sl" / "run", progress=False)
+    cfg = source_label_config(base)
+    assert not cfg.use_gray_view and not cfg.use_aux_gray and cfg.identity_loss == "memory" and cfg.label_file is None
+    assert out.is_file() and read_label_file(out, recs).tolist() == res.labels.tolist()
+    assert set(res.quality) >= {"clusters", "ari", "purity", "noise_fraction"} and res.quality["clusters"] >= 1
+    assert not res.reused and "loss_mem_rg_rgb" in res.history[0]
+    again = run_source_labels(base, recs, out, imgs, progress=False)
+    assert again.reused and again.labels.tolist() == res.labels.tolist()
+    # the labels train stage 1 in classifier mode
+    s1 = run_cmam(replace(base, label_file=str(out)), recs, imgs, progress=False)
+    assert s1.history[0]["loss_ce_rg_rgb"] == s1.history[0]["loss_ce_rg_rgb"]
+
+
+def test_stage1_run_makes_the_source_labels_once_per_seed(tiny_data, tmp_path):
+    """experiments.stage1_run in classifier mode without label_file: the seed's source
+    labels are made once in runs/source_labels/ and shared by every variant."""
+    from cmamlib import experiments
+    from cmamlib.training.cmam import CODE_DEFAULTS
+
+    market = experiments.load_market(tiny_data / "Market-1501-synth", SMOKE.image_size, progress=False)
+    base = replace(SMOKE, **CODE_DEFAULTS, epochs=2)
+    a = experiments.stage1_run(base, "cmam", 0, market, tmp_path, progress=False)
+    b = experiments.stage1_run(base, "rgb_gray_one_net", 0, market, tmp_path, progress=False)
+    files = sorted((tmp_path / "source_labels").glob("seed0_*.csv"))
+    assert len(files) == 1 and (files[0].parent / (files[0].name + ".json")).is_file()
+    assert a.config.label_file == b.config.label_file == str(files[0])
+    assert a.history[0]["label_file_sha256"] == b.history[0]["label_file_sha256"]
+    assert a.model_g is not None and b.model_g is None

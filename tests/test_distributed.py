@@ -110,7 +110,13 @@ def _step_setup(stage: int):
 
 def _one_step(stage: int, distributed: bool) -> dict:
     """Loss, gradients, BN buffers and memories after one step (this rank's view)."""
-    from cmamlib.losses import DistanceMatrixLoss, SimilarityMatrixLoss, SymmetricKL, TripletLoss
+    from cmamlib.losses import (
+        CrossEntropyLabelSmooth,
+        DistanceMatrixLoss,
+        SimilarityMatrixLoss,
+        SymmetricKL,
+        TripletLoss,
+    )
     from cmamlib.training import cmam, selftrain
 
     cfg, a, b, x, xg, y, (ma, mb) = _step_setup(stage)
@@ -131,13 +137,13 @@ def _one_step(stage: int, distributed: bool) -> dict:
             y_local,
             ta,
             tb,
-            ma,
-            mb,
+            (ma, mb),
             None,
             None,
             SymmetricKL(),
             SimilarityMatrixLoss("sum"),
             TripletLoss(),
+            CrossEntropyLabelSmooth(0.1),
             True,
             dev,
         )

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cmamlib.losses import (
+    CircleClassifier,
     CrossEntropyLabelSmooth,
     DistanceMatrixLoss,
     SimilarityMatrixLoss,
@@ -38,6 +39,54 @@ def test_cross_entropy_label_smooth(eps):
         assert got == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), abs=1e-5)
 
 
+def _circle_oracle(f, w, y, s, m):
+    """fast-reid Circle.forward written as loops: cosines of normalised rows, then the
+    target / non-target logits."""
+    out = []
+    for i in range(f.shape[0]):
+        nf = math.sqrt(sum(float(v) ** 2 for v in f[i]))
+        row = []
+        for c in range(w.shape[0]):
+            nw = math.sqrt(sum(float(v) ** 2 for v in w[c]))
+            cos = sum(float(a) * float(b) for a, b in zip(f[i], w[c])) / (nf * nw)
+            if c == int(y[i]):
+                row.append(s * max(0.0, 1 + m - cos) * (cos - (1 - m)))
+            else:
+                row.append(s * max(0.0, cos + m) * (cos - m))
+        out.append(row)
+    return out
+
+
+def test_circle_classifier_oracle_and_detached_alphas():
+    g = torch.Generator().manual_seed(3)
+    head = CircleClassifier(6, 5, scale=64.0, margin=0.35)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(5, 6, generator=g))
+    f = torch.randn(7, 6, generator=g, requires_grad=True)
+    y = torch.randint(0, 5, (7,), generator=g)
+    z = head(f, y)
+    assert z.shape == (7, 5)
+    want = _circle_oracle(f.detach(), head.weight.detach(), y, 64.0, 0.35)
+    for i in range(7):
+        for c in range(5):
+            assert float(z[i, c]) == pytest.approx(want[i][c], abs=1e-4)
+    # alphas are detached: d z_ic / d cos_ic = s * alpha (not s * (alpha + d alpha / d cos * ...))
+    cos = head.cosine(f.detach()).detach().requires_grad_(True)
+    from cmamlib.losses import circle_logits
+
+    circle_logits(cos, y, 64.0, 0.35).sum().backward()
+    c = cos.detach()
+    onehot = torch.nn.functional.one_hot(y, 5).bool()
+    alpha = torch.where(onehot, (1.35 - c).clamp_min(0), (c + 0.35).clamp_min(0))
+    assert torch.allclose(cos.grad, 64.0 * alpha, atol=1e-5)
+    # with the label-smoothed CE it trains the features and the class weights
+    loss = CrossEntropyLabelSmooth(0.1)(z, y)
+    loss.backward()
+    assert f.grad is not None and head.weight.grad is not None and math.isfinite(loss.item())
+    with pytest.raises(ValueError, match="num_classes"):
+        CircleClassifier(6, 0)
+
+
 def _triplet_oracle(f, y, margin):
     n = len(y)
     losses = []
@@ -54,7 +103,7 @@ def _triplet_oracle(f, y, margin):
             else:
                 dn = d if dn is None else min(dn, d)
         if dp is not None and dn is not None:
-            losses.append(max(0.0, dp - dn + margin))
+            losses.append(math.log1p(math.exp(dp - dn)) if margin is None else max(0.0, dp - dn + margin))
     return sum(losses) / len(losses)
 
 
@@ -64,6 +113,23 @@ def test_triplet_batch_hard():
     y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, -1, 3, 5])  # 5 has no positive, -1 ignored
     got = TripletLoss(0.3)(f, y).item()
     assert got == pytest.approx(_triplet_oracle(f, y.tolist(), 0.3), abs=1e-5)
+
+
+def test_triplet_soft_margin():
+    """margin=None: softplus(d_ap - d_an), fast-reid's soft margin (TRI.MARGIN 0)."""
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(12, 6, generator=g)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, -1, 3, 5])
+    got = TripletLoss(None)(f, y).item()
+    assert got == pytest.approx(_triplet_oracle(f, y.tolist(), None), abs=1e-5)
+    # fast-reid's form on a batch where every anchor has both: soft_margin_loss(d_an - d_ap, 1)
+    ff, yy = f[:8], y[:8]
+    d = torch.cdist(ff, ff)
+    same = yy[:, None] == yy[None]
+    dap = torch.where(same, d, torch.zeros_like(d)).max(1).values
+    dan = torch.where(~same, d, torch.full_like(d, 1e9)).min(1).values
+    want = torch.nn.functional.soft_margin_loss(dan - dap, torch.ones_like(dan)).item()
+    assert TripletLoss(None)(ff, yy).item() == pytest.approx(want, abs=1e-5)
 
 
 def test_triplet_no_valid_anchor_is_zero_with_grad():

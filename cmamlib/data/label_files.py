@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -89,9 +90,14 @@ def read_label_file(path: str | Path, records: Sequence[Record]) -> np.ndarray:
     return _renumber(raw)  # 0..K-1 in order of first appearance
 
 
-def write_label_file(path: str | Path, records: Sequence[Record], labels: Sequence[int] | np.ndarray) -> Path:
-    """Write ``labels`` ``(N,)`` of ``records`` as a ``path,label`` CSV (file names as
-    paths); returns the path."""
+def write_label_file(
+    path: str | Path, records: Sequence[Record], labels: Sequence[int] | np.ndarray, root: str | Path | None = None
+) -> Path:
+    """Write ``labels`` ``(N,)`` of ``records`` as a ``path,label`` CSV; returns the path.
+
+    ``root``: paths relative to this folder (e.g. ``bounding_box_train/0002_c1s1_000451_03.jpg``
+    with the dataset root, so that equal file names in two splits stay apart); None: file
+    names only."""
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(records),):
         raise ValueError(f"write_label_file: {labels.shape[0] if labels.ndim else 0} labels for {len(records)} records")
@@ -101,7 +107,8 @@ def write_label_file(path: str | Path, records: Sequence[Record], labels: Sequen
         w = csv.writer(fh)
         w.writerow(["path", "label"])
         for r, y in zip(records, labels):
-            w.writerow([Path(r.path).name, int(y)])
+            key = Path(r.path).name if root is None else Path(os.path.relpath(r.path, root)).as_posix()
+            w.writerow([key, int(y)])
     return path
 
 
