@@ -48,7 +48,7 @@ the ``config.yaml`` a run writes)::
     The other code-following stage-2 choices (``init_carry``, ``kl_detach``,
     ``kl_reduction``, ``ward_space``, ``test_feature``; ``sampler=other_cameras``) come
     from :class:`~cmamlib.training.selftrain.SelfTrainConfig`'s defaults
-    (``FOLLOW_AUTHORS_CODE`` in :mod:`cmamlib.training.selftrain_config`) or overrides.
+    (``FOLLOW_CODE_DEFAULTS`` in :mod:`cmamlib.training.selftrain_config`) or overrides.
     Source: Market-1501 train + query + gallery (the code's train+test), unlabeled;
     the authors' PPLR pseudo labels, if you have them as a ``path,label`` CSV, go in
     ``stage1.label_file``.

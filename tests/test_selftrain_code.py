@@ -66,7 +66,7 @@ def target(tiny_data):
 
 
 def test_defaults_are_todays_until_the_switch_flips():
-    assert selftrain_config.FOLLOW_AUTHORS_CODE is False
+    assert selftrain_config.FOLLOW_CODE_DEFAULTS is False
     cfg = SelfTrainConfig()
     today = {
         "init_carry": "all",
@@ -85,17 +85,17 @@ def test_defaults_are_todays_until_the_switch_flips():
 
 
 def test_the_flip_line_makes_every_code_default_the_default(monkeypatch):
-    """The one line the lead flips: ``FOLLOW_AUTHORS_CODE: bool = False`` in
+    """The one line the lead flips: ``FOLLOW_CODE_DEFAULTS: bool = False`` in
     cmamlib/training/selftrain_config.py, present exactly once."""
     src = Path(selftrain_config.__file__).read_text()
-    line = "FOLLOW_AUTHORS_CODE: bool = False"
+    line = "FOLLOW_CODE_DEFAULTS: bool = False"
     assert src.count(line) == 1
     name = "cmamlib.training._selftrain_config_flipped"
     mod = types.ModuleType(name)
     mod.__package__ = "cmamlib.training"
     mod.__file__ = selftrain_config.__file__
     monkeypatch.setitem(sys.modules, name, mod)
-    exec(compile(src.replace(line, "FOLLOW_AUTHORS_CODE: bool = True"), mod.__file__, "exec"), mod.__dict__)
+    exec(compile(src.replace(line, "FOLLOW_CODE_DEFAULTS: bool = True"), mod.__file__, "exec"), mod.__dict__)
     cfg = mod.SelfTrainConfig()
     assert {k: getattr(cfg, k) for k in CODE_DEFAULTS} == CODE_DEFAULTS
     cfg.validate()

@@ -17,10 +17,10 @@ from .common import (
 #: of :data:`CODE_DEFAULTS` default to the authors' released code (docs/method.md, "Where the
 #: defaults still differ from the code"). Flip it here, nowhere else; an explicit field value
 #: (a preset, a YAML file, ``key=value``) still wins either way.
-FOLLOW_AUTHORS_CODE: bool = False
+FOLLOW_CODE_DEFAULTS: bool = False
 
 #: What the authors' released code does, per :class:`SelfTrainConfig` field (the defaults
-#: when :data:`FOLLOW_AUTHORS_CODE` is True; :meth:`SelfTrainConfig.authors_code` applies
+#: when :data:`FOLLOW_CODE_DEFAULTS` is True; :meth:`SelfTrainConfig.authors_code` applies
 #: them to one config without the flip, to measure before flipping).
 CODE_DEFAULTS: dict[str, Any] = {
     "init_carry": "backbone",  # only the backbone carries over; GeM and BNNeck start fresh
@@ -34,8 +34,8 @@ CODE_DEFAULTS: dict[str, Any] = {
 
 def _code(name: str, legacy: Any) -> Any:
     """Default of field ``name``: the code's (:data:`CODE_DEFAULTS`) when
-    :data:`FOLLOW_AUTHORS_CODE`, else ``legacy`` (today's)."""
-    return CODE_DEFAULTS[name] if FOLLOW_AUTHORS_CODE else legacy
+    :data:`FOLLOW_CODE_DEFAULTS`, else ``legacy`` (today's)."""
+    return CODE_DEFAULTS[name] if FOLLOW_CODE_DEFAULTS else legacy
 
 
 #: ``sampler`` values: the reconstruction's visible / infrared halves, the code's other-camera draws.
@@ -209,15 +209,15 @@ class SelfTrainConfig:
     @classmethod
     def authors_code(cls, **overrides: Any) -> "SelfTrainConfig":
         """A config with every :data:`CODE_DEFAULTS` value applied (then ``overrides``),
-        whatever :data:`FOLLOW_AUTHORS_CODE` says: the code-following run to measure."""
+        whatever :data:`FOLLOW_CODE_DEFAULTS` says: the code-following run to measure."""
         return cls(**{**CODE_DEFAULTS, **overrides})
 
     def resume_strict_fields(self) -> tuple[str, ...]:
         """Fields added with a default that changed this config's behaviour: a checkpoint
         written before them is another run (:func:`cmamlib.training.common.check_resume_config`).
-        With :data:`FOLLOW_AUTHORS_CODE` the code's defaults of the fields added with it
+        With :data:`FOLLOW_CODE_DEFAULTS` the code's defaults of the fields added with it
         differ from what older checkpoints ran."""
-        if not FOLLOW_AUTHORS_CODE:
+        if not FOLLOW_CODE_DEFAULTS:
             return ()
         return tuple(k for k in CODE_DEFAULTS if k not in ("dist_reduction", "test_feature"))
 

@@ -1,0 +1,98 @@
+"""Can a supervised model match RegDB-synth's emission-rendered thermal frames to visible ones?
+
+One RegDB-synth split, one seed: the calibration's model (d) recipe (identity labels,
+cross-modality batches, luma gray view p 0.5) at the stage-2 input size, then
+leave-one-out R1 within each modality and visible -> thermal R1 (whole thermal test half
+as gallery). ``--curve`` replaces the gray view by a random non-monotone gray-level curve
+(a probe: does forcing shape over intensity help?). ``--synth`` passes SynthConfig
+overrides for the generated tree, e.g. ``"{'thermal_model': 'legacy', 'thermal_luma_weight': 0.9,
+'thermal_random': 0.0}"`` (thermal nearly the visible luminance).
+
+    python investigations/probe_regdb_emission.py --out /tmp/regdb_probe [--epochs 12] [--curve] [--synth "{...}"]
+
+Cost: about 30 s of training per 300 steps on 2 cores, plus 7 s of rendering.
+Findings: ``investigations/regdb_emission.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _curve_gray(orig):
+    def curve(x: torch.Tensor) -> torch.Tensor:
+        g = orig(x)
+        b = g.shape[0]
+        knots = torch.rand(b, 6)
+        idx = g[:, :1] * 5
+        lo = idx.floor().clamp(0, 4).long()
+        w = idx - lo
+        k = knots.view(b, 6, 1, 1).expand(b, 6, *g.shape[-2:])
+        v = torch.gather(k, 1, lo) * (1 - w) + torch.gather(k, 1, lo + 1) * w
+        return v.expand_as(g).contiguous()
+
+    return curve
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="folder for the generated RegDB-synth")
+    ap.add_argument("--synth", default="{}", help="SynthConfig overrides (a Python dict literal)")
+    ap.add_argument("--epochs", type=int, default=12, help="x 25 steps of 64 images")
+    ap.add_argument("--split", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--curve", action="store_true", help="random gray-level curve instead of the luma gray view")
+    args = ap.parse_args()
+
+    import cmamlib.data.transforms as transforms
+    from cmamlib import calibration, experiments
+    from cmamlib.data import synth
+    from cmamlib.training.supervised import SupervisedConfig
+
+    if args.curve:
+        transforms.gray_luma = _curve_gray(transforms.gray_luma)
+    cfg_synth = replace(synth.PRESETS["default"], **ast.literal_eval(args.synth))
+    synth.generate(args.out, cfg_synth, seed=0, datasets=("regdb",), progress=False)
+    d = experiments.load_regdb(Path(args.out) / "RegDB-synth", args.split, (64, 32), progress=False)
+    cfg = calibration.model_config(
+        "visible_infrared",
+        SupervisedConfig(image_size=(64, 32), epochs=args.epochs, iters_per_epoch=25, seed=args.seed),
+    )
+    t0 = time.time()
+    model = experiments.supervised_run(cfg, None, None, progress=False, train=d.train)
+    fn = experiments.model_features(model)
+    fv, ft = fn(d.visible.images), fn(d.thermal.images)
+    pv = np.array([r.pid for r in d.visible.records])
+    pt = np.array([r.pid for r in d.thermal.records])
+
+    def loo(f: torch.Tensor, p: np.ndarray) -> float:
+        s = f @ f.T
+        s.fill_diagonal_(-9)
+        return float((p[s.argmax(1).numpy()] == p).mean())
+
+    row = experiments.regdb_row(fn, d)
+    print(
+        json.dumps(
+            {
+                "synth": args.synth,
+                "curve": args.curve,
+                "steps": args.epochs * 25,
+                "seconds": round(time.time() - t0, 1),
+                "V->V loo R1": loo(fv, pv),
+                "T->T loo R1": loo(ft, pt),
+                **{k: round(v, 4) for k, v in row.items() if k.endswith(("R1", "mAP"))},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
