@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .data import INFRARED, VISIBLE, read_sysu_mm01, sysu_query_gallery
 from .data.loading import iterate_batches, load_images
@@ -248,7 +249,7 @@ def run_regdb_calibration(
     t0 = time.time()
     per_seed: dict[str, list[dict]] = {"visible_infrared": [], "visible_only": []}
     data = {i: load_regdb(regdb_root, i, size, progress=False) for i in splits}
-    bar = _tqdm(total=len(seeds) * len(splits) * 2, desc="RegDB calibration", disable=not progress)
+    bar = tqdm(total=len(seeds) * len(splits) * 2, desc="RegDB calibration", disable=not progress)
     for name in per_seed:
         for seed in seeds:
             rows = []
@@ -297,9 +298,3 @@ def run_regdb_calibration(
         "checks": checks,
         "seconds": time.time() - t0,
     }
-
-
-def _tqdm(**kw):
-    from tqdm.auto import tqdm
-
-    return tqdm(**kw)

@@ -313,7 +313,7 @@ def test_thermal_luma_weight_sets_the_sign_of_the_clothing_correlation_and_draws
 def _regdb_twins(cfg, seed: int = 0, ids: int = 12):
     """(visible image, thermal image, visible material map) of every paired frame of the
     first ``ids`` RegDB-synth identities, rendered as :func:`generate` renders them."""
-    from cmamlib.data.synth import DOMAIN_CODES, _regdb_plan, make_cameras, make_identity, render_image
+    from cmamlib.data.synth import _regdb_plan, job_rng, make_cameras, make_identity, render_image
 
     cams = make_cameras(seed, "regdb", cfg)
     jobs = [j for j in _regdb_plan(Path("/nonexistent"), seed, cfg)[0] if j.pid <= ids]
@@ -323,8 +323,11 @@ def _regdb_twins(cfg, seed: int = 0, ids: int = 12):
         ident = make_identity(seed, "regdb", v.pid, cfg)
         ims = []
         for j in (v, t):
-            rng = np.random.default_rng([seed, DOMAIN_CODES["regdb"], j.pid, j.rng_cam or j.cam, j.index])
-            ims.append(render_image(ident, cams[j.cam], rng, cfg, view=j.view, phase=j.phase, return_materials=True))
+            ims.append(
+                render_image(
+                    ident, cams[j.cam], job_rng(seed, j), cfg, view=j.view, phase=j.phase, return_materials=True
+                )
+            )
         out.append(
             (np.asarray(ims[0][0], np.float32) / 255, np.asarray(ims[1][0], np.float32)[..., 0] / 255, ims[0][1])
         )

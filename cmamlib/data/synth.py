@@ -354,8 +354,7 @@ def thermal_emission(ident: Identity, rng: np.random.Generator) -> np.ndarray:
     t[INNER] = skin - span * rng.uniform(0.1, 0.2)
     t[HAT] = rng.uniform(0.3, 0.45)
     t[BAG] = rng.uniform(0.15, 0.35)
-    t[SHOES] = rng.uniform(0.2, 0.4)
-    t[BG] = 0.25
+    t[SHOES] = rng.uniform(0.2, 0.4)  # BG stays 0: background pixels come from the scene
     return np.clip(t, 0.05, 0.98).astype(np.float32)
 
 
@@ -780,6 +779,13 @@ class _Job:
     phase: float | None = None  # a walking sequence's phase (None: drawn per image)
 
 
+def job_rng(seed: int, job: _Job) -> np.random.Generator:
+    """The random stream of one image: ``(seed, domain, pid, camera, index)``, where a paired
+    thermal frame uses its visible twin's camera (``rng_cam``)."""
+    rng_cam = job.cam if job.rng_cam is None else job.rng_cam
+    return np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, rng_cam, job.index])
+
+
 def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
     seed, cfg, jobs = args
     idents: dict[tuple[str, int], Identity] = {}
@@ -790,8 +796,7 @@ def _render_jobs(args: tuple[int, SynthConfig, list[_Job]]) -> int:
             idents[key] = make_identity(seed, job.domain, job.pid, cfg)
         if job.domain not in cams:
             cams[job.domain] = make_cameras(seed, job.domain, cfg)
-        rng_cam = job.cam if job.rng_cam is None else job.rng_cam
-        rng = np.random.default_rng([seed, DOMAIN_CODES[job.domain], job.pid, rng_cam, job.index])
+        rng = job_rng(seed, job)
         im = render_image(idents[key], cams[job.domain][job.cam], rng, cfg, view=job.view, phase=job.phase)
         Path(job.path).parent.mkdir(parents=True, exist_ok=True)
         if job.fmt == "JPEG":
