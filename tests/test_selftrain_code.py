@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.cluster.hierarchy import fcluster, linkage
+from test_selftrain import SMOKE as _SELFTRAIN_SMOKE
+from test_selftrain import target  # noqa: F401  (a fixture)
 
 from cmamlib import experiments
-from cmamlib.data import read_sysu_mm01
-from cmamlib.data.loading import load_images
 from cmamlib.data.samplers import OtherCameraSampler
 from cmamlib.features import extract_features
 from cmamlib.labeling import cluster_centroids, match_clusters
@@ -40,26 +40,7 @@ from cmamlib.training.selftrain import (
 )
 from cmamlib.training.selftrain_step import _kl, _step_losses
 
-SMOKE = SelfTrainConfig(
-    width=8,
-    image_size=(32, 16),
-    batch_size=16,
-    num_instances=4,
-    epochs=1,
-    iters_per_epoch=3,
-    k1=6,
-    k2=3,
-    eps=0.5,
-    min_samples=2,
-    eval_batch_size=64,
-    device="cpu",
-)
-
-
-@pytest.fixture(scope="module")
-def target(tiny_data):
-    recs = read_sysu_mm01(tiny_data / "SYSU-MM01-synth", "train")
-    return recs, load_images(recs, SMOKE.image_size, progress=False)
+SMOKE = replace(_SELFTRAIN_SMOKE, epochs=1)
 
 
 # ----------------------------------------------------------------------------- the switch
