@@ -56,6 +56,7 @@ from bench_jaccard_sparse import make_features  # noqa: E402
 from bench_paper_scale import fake_set, peak_memory  # noqa: E402
 
 from cmamlib.clustering import pseudo_labels  # noqa: E402
+from cmamlib.data.label_files import write_label_file  # noqa: E402
 from cmamlib.models import build_model  # noqa: E402
 from cmamlib.presets import load_config  # noqa: E402
 from cmamlib.training.cmam import run_cmam  # noqa: E402
@@ -135,6 +136,11 @@ def stage_runs(cfg, device: torch.device, steps: int, smoke: bool) -> list[dict]
             if stage == "stage1":  # source: visible only
                 keep = [i for i, r in enumerate(recs) if r.modality == "visible"]
                 recs, imgs = [recs[i] for i in keep], imgs[keep]
+                if sc.identity_loss == "classifier" and sc.label_file is None:
+                    # the fixed source pseudo labels of classifier mode (the code's PPLR file):
+                    # here the toy identities, the step's cost does not depend on them
+                    path = Path(tempfile.mkdtemp(prefix="gpu_check_labels_")) / "labels.csv"
+                    sc = replace(sc, label_file=str(write_label_file(path, recs, [r.pid for r in recs])))
             _reset_peak(device)
             t0 = time.time()
             try:

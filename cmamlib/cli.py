@@ -245,7 +245,7 @@ def _run_source_labels(args: argparse.Namespace) -> int:
     from . import distributed as dist
     from .data.records import DatasetError
     from .presets import ConfigError, load_config
-    from .runs import RunDirError, make_source_labels
+    from .runs import RunDirError, make_source_labels, source_labels_summary
     from .training.common import CheckpointError
 
     try:
@@ -265,12 +265,7 @@ def _run_source_labels(args: argparse.Namespace) -> int:
     finally:
         dist.cleanup()
     if dist.is_main():
-        q = res.quality
-        print(
-            f"source labels {'reused' if res.reused else 'written'}: {res.path} ({q['clusters']} clusters, "
-            f"{q['noise_fraction']:.1%} noise; against the true ids, diagnostic only: ARI {q['ari']:.3f}, "
-            f"NMI {q['nmi']:.3f}, purity {q['purity']:.3f}); use stage1.label_file={res.path}"
-        )
+        print(f"{source_labels_summary(res)}; use stage1.label_file={res.path}")
     return 0
 
 

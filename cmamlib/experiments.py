@@ -147,10 +147,13 @@ def sysu_row(fn: FeatureFn, sysu: SysuData, trials: int) -> dict:
     }
 
 
-def stage1_metrics(model: nn.Module, sysu: SysuData, market: MarketData | None, trials: int) -> dict:
+def stage1_metrics(
+    model: nn.Module, sysu: SysuData, market: MarketData | None, trials: int, feature: str = "bnneck"
+) -> dict:
     """Direct transfer of an RGB-gray extractor (the image as it is, no target training):
-    SYSU all / indoor R1, mAP, mINP; and the source V->V diagnostic."""
-    fn = model_features(model)
+    SYSU all / indoor R1, mAP, mINP; and the source V->V diagnostic. ``feature``:
+    ``"pre_bnneck"`` (the authors' code) or ``"bnneck"`` (``CMAMConfig.test_feature``)."""
+    fn = model_features(model, feature=feature)
     row = sysu_row(fn, sysu, trials)
     if market is not None:
         src = evaluate_market_fn(fn, market)
@@ -254,7 +257,7 @@ def stage1_experiment(
         for s in seeds:
             seed_everything(s)
             m = build_model(base.arch, width=base.width, last_stride=base.last_stride).eval()
-            rows.append({"seed": s, **stage1_metrics(m, sysu, market, trials)})
+            rows.append({"seed": s, **stage1_metrics(m, sysu, market, trials, base.test_feature)})
         per_seed["random_init"] = rows
     for name in variants:
         rows = []
@@ -265,7 +268,7 @@ def stage1_experiment(
                 {
                     "seed": s,
                     "train_images_per_second": res.images_per_second,
-                    **stage1_metrics(res.model_rg, sysu, market, trials),
+                    **stage1_metrics(res.model_rg, sysu, market, trials, base.test_feature),
                 }
             )
             histories.setdefault(name, res.history)

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
+
 
 class CrossEntropyLabelSmooth(nn.Module):
     """Cross entropy with label smoothing.
@@ -168,7 +170,9 @@ class SymmetricKL(nn.Module):
     ``p = softmax(student / T)``, ``q = softmax(teacher / T)``; KL summed over classes
     and averaged over the batch (``reduction="batchmean"``) or summed over the batch
     (``"sum"``).  Only the student receives gradients, unless ``detach_teacher=False``
-    (then both inputs do).
+    (then both inputs do). Under DDP a rank holds ``B / world`` rows and the gradients are
+    averaged over the ranks, so the ``"sum"`` of its rows is scaled by the world size: the
+    step is that of the sum over the global batch (:func:`cmamlib.distributed.world_size`).
 
     Shapes:
         student, teacher ``(B, C)`` logits.
@@ -189,7 +193,7 @@ class SymmetricKL(nn.Module):
         kl_qp = (q * (lq - lp)).sum(1)
         kl_pq = (p * (lp - lq)).sum(1)
         per = 0.5 * (kl_qp + kl_pq)
-        return per.mean() if self.reduction == "batchmean" else per.sum()
+        return per.mean() if self.reduction == "batchmean" else per.sum() * distributed.world_size()
 
 
 class SimilarityMatrixLoss(nn.Module):

@@ -20,7 +20,7 @@ with the standard protocols.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,18 +34,23 @@ from .utils import UnsafeCheckpointError, load_checkpoint
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "SOURCE_LABELS_FILE",
     "LoadedRun",
     "RunDirError",
     "evaluate_run",
     "load_run",
     "make_source_labels",
+    "source_labels_summary",
     "run_features",
+    "run_test_feature",
     "train_stage1",
     "train_stage2",
 ]
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The source pseudo labels ``train stage1`` makes in its run folder when ``stage1.label_file`` is unset.
+SOURCE_LABELS_FILE = "source_labels.csv"
 STAGES = {"cmam": "stage1", "selftrain": "stage2"}
 """Checkpoint ``stage`` entry -> command-line stage name."""
 
@@ -212,8 +217,11 @@ def train_stage1(
     """Stage 1 (:func:`cmamlib.training.cmam.run_cmam`) on ``cfg.data``'s source, in ``out``.
 
     Resumes ``out`` when it holds a run of the same config. Every rank of a distributed
-    run calls it; rank 0 writes the folder. ``stop_after_epoch=k``: stop after epoch ``k``
-    (0-based) has been checkpointed, raising :class:`cmamlib.training.loop.StopTraining`
+    run calls it; rank 0 writes the folder. In classifier mode (the default, the authors'
+    code) without ``stage1.label_file`` the source pseudo labels are made first, once, in
+    ``out/source_labels.csv`` (:func:`make_source_labels`; reused by a rerun).
+    ``stop_after_epoch=k``: stop after epoch ``k`` (0-based) has been checkpointed, raising
+    :class:`cmamlib.training.loop.StopTraining`
     (a time-boxed job: the same call resumes); also for :func:`train_stage2`.
 
     Returns:
@@ -228,13 +236,6 @@ def train_stage1(
 
     out = Path(out)
     s1 = cfg.stage1
-    if s1.identity_loss == "classifier" and s1.label_file is None:
-        raise ConfigError(
-            "stage1.identity_loss=classifier trains on fixed source pseudo labels, but stage1.label_file is not set: "
-            "make them once with `python -m cmamlib source-labels --config ... --out labels.csv` and add "
-            "stage1.label_file=labels.csv (or give another method's path,label file, e.g. PPLR's), or set "
-            "stage1.identity_loss=memory to re-cluster every epoch"
-        )
     if cfg.require_pretrained and s1.pretrained is None:
         raise ConfigError(
             f"preset {cfg.preset!r} fine-tunes ImageNet weights, but stage1.pretrained is not set: add "
@@ -242,6 +243,12 @@ def train_stage1(
             f"nothing is downloaded), or require_pretrained=false to train from random init on purpose "
             f"(far lower accuracy at paper scale)"
         )
+    make_labels = s1.identity_loss == "classifier" and s1.label_file is None
+    if make_labels:
+        # the authors' first step (PPLR's labels for them): the source pseudo labels once, in the
+        # run folder, after the folder's config check; a rerun of the same command reuses the file
+        cfg = replace(cfg, stage1=replace(s1, label_file=str(out / SOURCE_LABELS_FILE)))
+        s1 = cfg.stage1
     root = cfg.data.root("source", data_root)
     records = read_records(cfg.data.source, root, cfg.data.source_splits)
     data = {
@@ -251,6 +258,16 @@ def train_stage1(
         "images": len(records),
     }
     dist.run_on_main(lambda: _prepare_run_dir(out, cfg, "stage1", {"command": command, "data": data}))
+    if make_labels:
+        if dist.is_main():
+            print(
+                f"stage1.label_file is not set: making the source pseudo labels once in {s1.label_file} "
+                f"(an RGB-only clustering run; stage1.label_file=FILE gives your own, e.g. PPLR's)",
+                flush=True,
+            )
+        labels = make_source_labels(cfg, s1.label_file, data_root, progress=progress)
+        if dist.is_main():
+            print(source_labels_summary(labels), flush=True)
     records, images, skipped = _load_training_images(
         records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images"
     )
@@ -262,6 +279,17 @@ def train_stage1(
         _write_summary(out, _summary("stage1", res, out, cfg, data))
     dist.barrier()
     return res
+
+
+def source_labels_summary(res) -> str:
+    """One line on a :class:`cmamlib.training.source_labels.SourceLabelsResult`: where, how
+    many clusters, and their quality against the true ids (a diagnostic, never trained on)."""
+    q = res.quality
+    return (
+        f"source labels {'reused' if res.reused else 'written'}: {res.path} ({q['clusters']} clusters, "
+        f"{q['noise_fraction']:.1%} noise; against the true ids, diagnostic only: ARI {q['ari']:.3f}, "
+        f"NMI {q['nmi']:.3f}, purity {q['purity']:.3f})"
+    )
 
 
 def make_source_labels(
@@ -484,17 +512,28 @@ def train_stage2(
 # ----------------------------------------------------------------------------- evaluation
 
 
+def run_test_feature(run: LoadedRun) -> str:
+    """The feature a run reports, its config's ``test_feature``: stage 1 ``"pre_bnneck"``
+    (the code) or ``"bnneck"``; stage 2 ``"a_pre_bnneck"`` (the code: model A alone) or
+    ``"fused"``. A run from before the field reported the earlier one (bnneck / fused)."""
+    return str(run.stage_config.get("test_feature", "bnneck" if run.stage == "stage1" else "fused"))
+
+
 def run_features(run: LoadedRun, batch_size: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Test-time feature function of a run: stage 1: ``F_rg`` on the image as it is
-    (direct transfer, as notebooks 01/02); stage 2: the fused ``[A(x), B(gray x)]``
-    feature (:func:`cmamlib.training.selftrain.selftrain_features`)."""
+    """Test-time feature function of a run (:func:`run_test_feature`), flip-averaged and
+    L2-normalised: stage 1: ``F_rg`` on the image as it is (direct transfer, as notebooks
+    01/02), before or after its BNNeck; stage 2: model A's pre-BNNeck feature or the fused
+    ``[A(x), B(gray x)]`` feature (:func:`cmamlib.training.selftrain.selftrain_features`)."""
     from .experiments import model_features
     from .training.selftrain import selftrain_features
 
-    bs = int(batch_size or run.stage_config.get("eval_batch_size", 256))
-    if run.stage == "stage1":
-        return model_features(run.model_a, batch_size=bs)
     sc = run.stage_config
+    bs = int(batch_size or sc.get("eval_batch_size", 256))
+    feature = run_test_feature(run)
+    if run.stage == "stage1":
+        return model_features(run.model_a, batch_size=bs, feature=feature)
+    if feature == "a_pre_bnneck":
+        return selftrain_features(run.model_a, None, batch_size=bs, feature="pre_bnneck")
     return selftrain_features(
         run.model_a, run.model_b, sc.get("gray_mode", "random_channel"), sc.get("fusion", "concat"), batch_size=bs
     )
@@ -555,7 +594,13 @@ def evaluate_run(
     def feats(records, desc):
         return fn(_load_images(records, size, None, progress, desc))
 
-    info: dict = {"dataset": name, "root": str(Path(root).resolve()), "protocol": protocol, "image_size": list(size)}
+    info: dict = {
+        "dataset": name,
+        "root": str(Path(root).resolve()),
+        "protocol": protocol,
+        "image_size": list(size),
+        "feature": run_test_feature(run),
+    }
     results: dict[str, EvalResult] = {}
     if name == "sysu-mm01":
         q, g = R.sysu_query_gallery(R.read_sysu_mm01(root, "test"), "all")

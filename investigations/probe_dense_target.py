@@ -25,7 +25,9 @@ from probe_stage2_length import parse_sets, stage1_runs_dir
 
 from cmamlib import experiments
 from cmamlib.data import synth
+from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
 from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 
 QUALITY = ("vis_clusters", "ir_clusters", "unified_noise_fraction", "vis_purity", "ir_purity", "pairs_correct_fraction")
@@ -56,7 +58,7 @@ def main() -> None:
     root = Path(args.data)
     cfg = replace(synth.PRESETS["default"], sysu_vis_per_cam=args.vis_per_cam, sysu_ir_per_cam=args.ir_per_cam)
     counts = synth.generate(root, cfg, seed=0, datasets=("sysu",), progress=False)["counts"]
-    s1, s2 = replace(CMAMConfig(), **overrides1), SelfTrainConfig()
+    s1, s2 = replace(CMAMConfig(**S1_EARLIER), **overrides1), SelfTrainConfig(**S2_EARLIER)
     sysu = experiments.load_sysu(root / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.market), s1.image_size, progress=False)
     rows = []

@@ -36,7 +36,9 @@ import torch
 from cmamlib import calibration, experiments
 from cmamlib.clustering import camera_centre
 from cmamlib.data.records import record_arrays
+from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
 from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 from cmamlib.training.supervised import SupervisedConfig
 
@@ -91,7 +93,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--out", default="reports/probes/knn_precision.json")
     args = ap.parse_args()
-    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    s1, s2 = CMAMConfig(**S1_EARLIER), SelfTrainConfig(**S2_EARLIER)
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     pids, cams, is_ir = record_arrays(sysu.train.records)

@@ -43,7 +43,9 @@ from cmamlib.data.records import record_arrays
 from cmamlib.data.transforms import gray_luma
 from cmamlib.labeling import cluster_centroids, match_clusters
 from cmamlib.models import build_model
+from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
 from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig, cluster_and_match, pair_accuracy, selftrain_features
 from cmamlib.training.supervised import SupervisedConfig
 
@@ -87,7 +89,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/probes/matching.json")
     args = ap.parse_args()
-    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    s1, s2 = CMAMConfig(**S1_EARLIER), SelfTrainConfig(**S2_EARLIER)
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     pids, cams, is_ir = record_arrays(sysu.train.records)  # pids: diagnostics only

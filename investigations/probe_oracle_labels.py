@@ -41,7 +41,9 @@ from cmamlib import experiments
 from cmamlib.clustering import cluster_majority
 from cmamlib.data.readers import relabel
 from cmamlib.training import selftrain
+from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
 from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 
 ROWS = ("full", "oracle_pairs", "oracle_clusters", "oracle_labels")
@@ -117,7 +119,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/probes/oracle_labels.json")
     args = ap.parse_args()
     overrides, shown = parse_sets(args.sets, SelfTrainConfig)
-    s1, s2 = CMAMConfig(), replace(SelfTrainConfig(), **overrides)
+    s1, s2 = CMAMConfig(**S1_EARLIER), replace(SelfTrainConfig(**S2_EARLIER), **overrides)
     if args.epochs is not None:
         s2 = replace(s2, epochs=args.epochs)
     suffix = ("" if args.epochs is None else f"_e{args.epochs}") + "".join(f"_{k}-{v}" for k, v in shown.items())

@@ -35,6 +35,7 @@ from probe_generator import parse_variant  # investigations/ is sys.path[0] when
 from cmamlib import calibration, experiments
 from cmamlib.data import synth
 from cmamlib.evaluation import eval_market, pairwise_distance
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig
 from cmamlib.training.supervised import SupervisedConfig
 
@@ -58,7 +59,8 @@ def within_modality(fn, split: experiments.Split) -> dict:
 
 def run_settings(root: Path, variant: str, splits: list[int], seed: int, only: list[str] | None) -> list[dict]:
     """One row per setting: the mean over ``splits`` of the RegDB and within-modality metrics."""
-    s2 = SelfTrainConfig()  # notebook 03's RegDB upper bound: stage 2's backbone and input size, 6 x 25 steps
+    # notebook 03's RegDB upper bound: stage 2's backbone and input size, 6 x 25 steps
+    s2 = SelfTrainConfig(**S2_EARLIER)
     base = calibration.model_config(
         "visible_infrared",
         SupervisedConfig(arch=s2.arch, width=s2.width, image_size=s2.image_size, epochs=6, iters_per_epoch=25),

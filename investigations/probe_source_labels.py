@@ -37,7 +37,9 @@ from probe_stage2_length import parse_set  # investigations/, next to this scrip
 
 from cmamlib import experiments
 from cmamlib.data.label_files import write_label_file
+from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
 from cmamlib.training.cmam import CMAMConfig, run_cmam, variant_config
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 
 DIAGNOSTICS = ("pairs_correct_fraction", "unified_purity", "vis_clusters", "ir_clusters")
@@ -92,7 +94,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--out", default="reports/probes/source_labels.json")
     args = ap.parse_args()
-    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    s1, s2 = CMAMConfig(**S1_EARLIER), SelfTrainConfig(**S2_EARLIER)
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
     market = experiments.load_market(Path(args.data) / "Market-1501-synth", s1.image_size, progress=False)
     pids = np.array([r.pid for r in market.train.records], dtype=np.int64)

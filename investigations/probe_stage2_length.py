@@ -27,7 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from cmamlib import experiments
+from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
 from cmamlib.training.cmam import CMAMConfig
+from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
 from cmamlib.training.selftrain import SelfTrainConfig, selftrain_features
 
 DIAGNOSTICS = ("pairs_correct_fraction", "unified_purity", "unified_ari", "vis_clusters", "ir_clusters")
@@ -53,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cluster_features == "a":
         _cluster_on_model_a()
-    s1, s2 = CMAMConfig(), SelfTrainConfig()
+    s1, s2 = CMAMConfig(**S1_EARLIER), SelfTrainConfig(**S2_EARLIER)
     overrides, shown = parse_sets(args.sets, SelfTrainConfig)
     overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
     s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cmamlib.cli import PUBLISHED_COUNTS, build_parser, check_data, main
 from cmamlib.utils import load_checkpoint
@@ -200,9 +201,20 @@ def test_presets_resolve_and_paper_values():
     cpu = load_config("cpu-default")
     assert cpu.stage1 == CMAMConfig() and cpu.stage2 == SelfTrainConfig() and cpu.data.synthetic
     long = load_config("cpu-long")  # cpu-default but for the fields its comment explains
-    assert long.stage1 == replace(CMAMConfig(), gray_mode="luma", sim_weight=0.05)
+    from cmamlib.training.cmam import EARLIER_DEFAULTS as S1_EARLIER
+    from cmamlib.training.selftrain import EARLIER_DEFAULTS as S2_EARLIER
+
+    assert long.stage1 == replace(CMAMConfig(), **S1_EARLIER, gray_mode="luma", sim_weight=0.05)
     assert long.stage2 == replace(
-        SelfTrainConfig(), epochs=24, gray_mode="luma", temperature=0.1, k1=5, k2=3, min_samples=2, eps=0.5
+        SelfTrainConfig(),
+        **S2_EARLIER,
+        epochs=24,
+        gray_mode="luma",
+        temperature=0.1,
+        k1=5,
+        k2=3,
+        min_samples=2,
+        eps=0.5,
     )
     smoke = load_config("smoke")
     assert smoke.stage1.width == smoke.stage2.width == 8 and smoke.stage1.image_size == (32, 16)
@@ -619,13 +631,14 @@ def test_runs_write_tensorboard_events_equal_to_the_log(smoke_runs):
         assert (
             {"loss/mem_a", "vis/clusters", "pairs/correct_fraction", "lr/end", "train/images_per_second"} <= tags
             if s == "s2"
-            else {"loss/mem_rg_rgb", "labels/clusters", "lr/end"} <= tags
+            else {"loss/ce_rg_rgb", "loss/tri_rg_rgb", "labels/clusters", "lr/end"} <= tags
         )
 
 
 def test_source_labels_then_stage1_in_classifier_mode(tiny_data, tmp_path):
     """`source-labels` writes the label file and its quality once (reused on rerun);
-    `train stage1` in classifier mode refuses to start without it, naming the field."""
+    `train stage1` in classifier mode (the default) without it makes them in its run
+    folder first, saying so, and reuses them when rerun."""
     common = ["--config", "smoke", "--data-root", str(tiny_data), "--no-progress"]
     labels = tmp_path / "labels.csv"
     p = _cli("source-labels", *common, "--out", str(labels), "stage1.epochs=1")
@@ -635,8 +648,15 @@ def test_source_labels_then_stage1_in_classifier_mode(tiny_data, tmp_path):
     assert {"ari", "purity", "clusters"} <= set(meta["quality"]) and not meta["config"]["use_gray_view"]
     p = _cli("source-labels", *common, "--out", str(labels), "stage1.epochs=1")
     assert p.returncode == 0 and "reused" in p.stdout
-    p = _cli("train", "stage1", *common, "--out", str(tmp_path / "s1"), "stage1.identity_loss=classifier")
-    assert p.returncode == 2 and "stage1.label_file is not set" in p.stderr and "source-labels" in p.stderr
+    own = tmp_path / "own"
+    p = _cli("train", "stage1", *common, "--out", str(own), "stage1.epochs=1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    made = own / "source_labels.csv"
+    assert "stage1.label_file is not set: making the source pseudo labels once in" in p.stdout
+    assert f"source labels written: {made}" in p.stdout and made.is_file()
+    assert yaml.safe_load((own / "config.yaml").read_text())["stage1"]["label_file"] == str(made)
+    p = _cli("train", "stage1", *common, "--out", str(own), "stage1.epochs=1")
+    assert p.returncode == 0 and f"source labels reused: {made}" in p.stdout, p.stdout + p.stderr
     p = _cli(
         "train",
         "stage1",

@@ -13,7 +13,10 @@ from cmamlib.training.cmam import VARIANTS, CMAMConfig, run_cmam, variant_config
 from cmamlib.training.loop import StopTraining
 from cmamlib.utils import load_checkpoint
 
+#: Memory mode (per-epoch re-clustering, the earlier identity term): these tests are about
+#: its clustering, labels and resume; classifier mode (the default) has its own tests below.
 SMOKE = CMAMConfig(
+    identity_loss="memory",
     width=8,
     image_size=(32, 16),
     batch_size=16,
@@ -228,7 +231,7 @@ def test_view_forward_separate_normalises_each_view_alone(source):
     concatenated forward; a bad value names itself."""
     recs, imgs = source
     cfg = replace(SMOKE, epochs=1)
-    a = run_cmam(cfg, recs, imgs, progress=False)
+    a = run_cmam(replace(cfg, view_forward="concat"), recs, imgs, progress=False)
     b = run_cmam(replace(cfg, view_forward="separate"), recs, imgs, progress=False)
     assert b.history[0]["loss_mem_rg_gray"] == b.history[0]["loss_mem_rg_gray"]
     assert b.history[0]["loss_mem_rg_rgb"] != pytest.approx(a.history[0]["loss_mem_rg_rgb"], rel=1e-6)
@@ -359,7 +362,7 @@ def test_memory_init_train_mode_features(source):
     want = torch.cat([torch.nn.functional.normalize(m(x).bn_feat, dim=1) for x in iterate_batches(imgs[:9], 3)])
     m.eval()
     assert torch.allclose(f, want.detach(), atol=1e-5)
-    a = run_cmam(replace(SMOKE, epochs=1), recs, imgs, progress=False)
+    a = run_cmam(replace(SMOKE, epochs=1, memory_init="eval"), recs, imgs, progress=False)
     b = run_cmam(replace(SMOKE, epochs=1, memory_init="train"), recs, imgs, progress=False)
     assert b.history[0]["loss_mem_rg_rgb"] == b.history[0]["loss_mem_rg_rgb"]
     assert b.history[0]["loss_mem_rg_rgb"] != pytest.approx(a.history[0]["loss_mem_rg_rgb"], rel=1e-6)

@@ -102,7 +102,7 @@ def _step_setup(stage: int):
         m.reset(torch.nn.functional.normalize(torch.randn(16, a.feat_dim, generator=g), dim=1), y)
         mems.append(m)
     if stage == 1:
-        cfg = CMAMConfig(triplet_weight=1.0, symmetric=True, tie_rgb_to_gray=True, device="cpu")
+        cfg = CMAMConfig(identity_loss="memory", triplet_weight=1.0, symmetric=True, tie_rgb_to_gray=True, device="cpu")
     else:
         cfg = SelfTrainConfig(device="cpu")
     return cfg, a, b, x, xg, y, mems
@@ -140,7 +140,7 @@ def _one_step(stage: int, distributed: bool) -> dict:
             (ma, mb),
             None,
             None,
-            SymmetricKL(),
+            SymmetricKL(reduction="sum"),  # the code's summed KL: the world-size scale under DDP
             SimilarityMatrixLoss("sum"),
             TripletLoss(),
             CrossEntropyLabelSmooth(0.1),
@@ -385,10 +385,13 @@ def test_torchrun_resumes_a_run_started_in_one_process(tiny_data, tmp_path):
     ``torchrun --nproc_per_node 2`` with the same command (rank 0 reads the checkpoint and
     broadcasts it): the log continues at epoch 1 and the weights match the
     uninterrupted single-process run (the global batch does not depend on the number of
-    processes)."""
+    processes). The source pseudo labels are made first where ``train stage1`` makes
+    them (``out/source_labels.csv``), so the torchrun command reuses them."""
+    from dataclasses import replace
+
     from cmamlib.data.loading import load_images
     from cmamlib.presets import load_config, save_config
-    from cmamlib.runs import read_records
+    from cmamlib.runs import SOURCE_LABELS_FILE, make_source_labels, read_records
     from cmamlib.training.cmam import run_cmam
     from cmamlib.training.loop import StopTraining
 
@@ -397,6 +400,8 @@ def test_torchrun_resumes_a_run_started_in_one_process(tiny_data, tmp_path):
     records = read_records("market-1501", tiny_data / "Market-1501-synth", ["train"])
     images = load_images(records, cfg.stage1.image_size, progress=False)
     out = tmp_path / "s1"
+    labels = make_source_labels(cfg, out / SOURCE_LABELS_FILE, tiny_data, progress=False).path
+    cfg = replace(cfg, stage1=replace(cfg.stage1, label_file=str(labels)))
     save_config(cfg, out / "config.yaml", {"stage": "stage1"})
 
     def kill(epoch, row):
@@ -457,4 +462,4 @@ def test_torchrun_stage1_with_two_forwards_per_view(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["world_size"] == 2
     for r in rows:
         assert len(set(r["rank_state_hashes"])) == 1
-        assert np.isfinite(r["loss_mem_rg_gray"])
+        assert np.isfinite(r["loss_ce_rg_gray"]) and np.isfinite(r["loss_tri_rg_gray"])

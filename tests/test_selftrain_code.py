@@ -32,6 +32,7 @@ from cmamlib.presets import load_config
 from cmamlib.training import selftrain_config
 from cmamlib.training.selftrain import (
     CODE_DEFAULTS,
+    EARLIER_DEFAULTS,
     SelfTrainConfig,
     carry_over,
     cluster_and_match,
@@ -46,43 +47,38 @@ SMOKE = replace(_SELFTRAIN_SMOKE, epochs=1)
 # ----------------------------------------------------------------------------- the switch
 
 
-def test_defaults_are_todays_until_the_switch_flips():
-    assert selftrain_config.FOLLOW_CODE_DEFAULTS is False
+def test_defaults_are_the_codes_and_the_earlier_ones_stay_options():
+    assert selftrain_config.FOLLOW_CODE_DEFAULTS is True
     cfg = SelfTrainConfig()
-    today = {
-        "init_carry": "all",
-        "kl_detach": True,
-        "kl_reduction": "batchmean",
-        "dist_reduction": "mean",
-        "ward_space": "l2",
-        "test_feature": "fused",
-    }
-    assert {k: getattr(cfg, k) for k in today} == today
-    assert set(CODE_DEFAULTS) == set(today)
+    assert {k: getattr(cfg, k) for k in CODE_DEFAULTS} == CODE_DEFAULTS
+    assert set(CODE_DEFAULTS) == set(EARLIER_DEFAULTS)
     assert cfg.sampler == "cross_modality"
+    cfg.validate()
+    # a checkpoint written before these fields ran the old behaviour: not resumable now
+    assert set(cfg.resume_strict_fields()) == {"init_carry", "kl_detach", "kl_reduction", "ward_space"}
+    earlier = SelfTrainConfig(**EARLIER_DEFAULTS, epochs=2)
+    assert {k: getattr(earlier, k) for k in EARLIER_DEFAULTS} == EARLIER_DEFAULTS and earlier.epochs == 2
+    earlier.validate()
     code = SelfTrainConfig.authors_code(epochs=2)
     assert {k: getattr(code, k) for k in CODE_DEFAULTS} == CODE_DEFAULTS and code.epochs == 2
-    code.validate()
 
 
-def test_the_flip_line_makes_every_code_default_the_default(monkeypatch):
-    """The one line the lead flips: ``FOLLOW_CODE_DEFAULTS: bool = False`` in
-    cmamlib/training/selftrain_config.py, present exactly once."""
+def test_the_switch_line_off_gives_the_earlier_defaults(monkeypatch):
+    """The one switch, ``FOLLOW_CODE_DEFAULTS: bool = True`` in
+    cmamlib/training/selftrain_config.py, present exactly once; off, the earlier defaults."""
     src = Path(selftrain_config.__file__).read_text()
-    line = "FOLLOW_CODE_DEFAULTS: bool = False"
+    line = "FOLLOW_CODE_DEFAULTS: bool = True"
     assert src.count(line) == 1
-    name = "cmamlib.training._selftrain_config_flipped"
+    name = "cmamlib.training._selftrain_config_switched_off"
     mod = types.ModuleType(name)
     mod.__package__ = "cmamlib.training"
     mod.__file__ = selftrain_config.__file__
     monkeypatch.setitem(sys.modules, name, mod)
-    exec(compile(src.replace(line, "FOLLOW_CODE_DEFAULTS: bool = True"), mod.__file__, "exec"), mod.__dict__)
+    exec(compile(src.replace(line, "FOLLOW_CODE_DEFAULTS: bool = False"), mod.__file__, "exec"), mod.__dict__)
     cfg = mod.SelfTrainConfig()
-    assert {k: getattr(cfg, k) for k in CODE_DEFAULTS} == CODE_DEFAULTS
+    assert {k: getattr(cfg, k) for k in EARLIER_DEFAULTS} == EARLIER_DEFAULTS
     cfg.validate()
-    # a checkpoint written before these fields ran the old behaviour: not resumable then
-    assert set(cfg.resume_strict_fields()) == {"init_carry", "kl_detach", "kl_reduction", "ward_space"}
-    assert SelfTrainConfig().resume_strict_fields() == ()
+    assert cfg.resume_strict_fields() == ()
 
 
 @pytest.mark.parametrize(

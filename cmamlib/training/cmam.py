@@ -122,6 +122,7 @@ CODE_DEFAULTS: dict = {
     "triplet_margin": None,  # soft margin
     "triplet_feature": "post_bn",  # on the BNNeck features (fast-reid NECK_FEAT "after")
     "memory_init": "train",  # memory mode only: memories from train-mode features
+    "test_feature": "pre_bnneck",  # reported feature: F_rg's pooled GeM feature before the BNNeck
 }
 
 #: The defaults before :data:`CODE_DEFAULTS` (what the notebooks' numbers were made with).
@@ -134,11 +135,12 @@ EARLIER_DEFAULTS: dict = {
     "triplet_margin": 0.3,
     "triplet_feature": "pre_bn",
     "memory_init": "eval",
+    "test_feature": "bnneck",
 }
 
 #: The one switch: True makes :data:`CODE_DEFAULTS` the defaults of :class:`CMAMConfig`
 #: (classifier mode then needs ``label_file``, which ``experiments.stage1_run`` makes).
-FOLLOW_CODE_DEFAULTS = False
+FOLLOW_CODE_DEFAULTS = True
 
 
 def _default(name: str):
@@ -249,6 +251,10 @@ class CMAMConfig:
             CPU, default), ``"faiss"`` (needs ``pip install faiss-cpu`` or ``faiss-gpu``;
             never required) or ``"auto"`` (faiss when importable).
         eval_batch_size: inference batch.
+        test_feature: the direct-transfer feature reported for F_rg (notebooks 01 / 02,
+            ``experiments.stage1_metrics``), flip-averaged and L2-normalised:
+            ``"pre_bnneck"`` (the code: the pooled GeM feature before the BNNeck) or
+            ``"bnneck"`` (earlier default: after it). Not a training field.
         sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
             global batch of all ranks instead of each rank's slice
             (:func:`cmamlib.distributed.convert_sync_batchnorm`); no effect in one process.
@@ -319,12 +325,17 @@ class CMAMConfig:
     knn_backend: str = "torch"
     eval_batch_size: int = 256
     sync_bn: bool = False
+    test_feature: str = _default("test_feature")
 
     def resume_strict_fields(self) -> tuple[str, ...]:
         """Fields added with a default that changed this config's behaviour: a checkpoint
         written before them is another run (:func:`cmamlib.training.common.check_resume_config`).
-        ``shared_init`` matters only with ``F_g``."""
-        return ("shared_init",) if self.use_aux_gray else ()
+        ``shared_init`` matters only with ``F_g``; with :data:`FOLLOW_CODE_DEFAULTS` the
+        fields of :data:`CODE_DEFAULTS` (a checkpoint without them ran the earlier ones)."""
+        strict = ("shared_init",) if self.use_aux_gray else ()
+        if FOLLOW_CODE_DEFAULTS:
+            strict += tuple(k for k in CODE_DEFAULTS if k != "test_feature")
+        return strict
 
     def validate(self) -> None:
         check_amp_dtype(self.amp_dtype)
@@ -336,6 +347,7 @@ class CMAMConfig:
             "schedule": ("one_run", "two_runs"),
             "triplet_feature": ("pre_bn", "post_bn"),
             "memory_init": ("eval", "train"),
+            "test_feature": ("pre_bnneck", "bnneck"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

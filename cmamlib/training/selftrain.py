@@ -100,11 +100,12 @@ from .pseudo_labels import (  # noqa: F401
     selftrain_epoch_features,
     shared_labels,
 )
-from .selftrain_config import CODE_DEFAULTS, SelfTrainConfig, _pair  # noqa: F401
+from .selftrain_config import CODE_DEFAULTS, EARLIER_DEFAULTS, SelfTrainConfig, _pair  # noqa: F401
 from .selftrain_step import _kl, _step_losses  # noqa: F401
 
 __all__ = [
     "CODE_DEFAULTS",
+    "EARLIER_DEFAULTS",
     "OVERRIDE_KEYS",
     "EpochLabels",
     "SelfTrainConfig",

@@ -17,7 +17,7 @@ from .common import (
 #: of :data:`CODE_DEFAULTS` default to the authors' released code (docs/method.md, "Where the
 #: defaults still differ from the code"). Flip it here, nowhere else; an explicit field value
 #: (a preset, a YAML file, ``key=value``) still wins either way.
-FOLLOW_CODE_DEFAULTS: bool = False
+FOLLOW_CODE_DEFAULTS: bool = True
 
 #: What the authors' released code does, per :class:`SelfTrainConfig` field (the defaults
 #: when :data:`FOLLOW_CODE_DEFAULTS` is True; :meth:`SelfTrainConfig.authors_code` applies
@@ -32,10 +32,22 @@ CODE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _code(name: str, legacy: Any) -> Any:
+#: The stage-2 defaults before :data:`CODE_DEFAULTS` (the reconstruction the earlier
+#: notebooks' numbers and the probes in investigations/ were made with); each stays a value.
+EARLIER_DEFAULTS: dict[str, Any] = {
+    "init_carry": "all",
+    "kl_detach": True,
+    "kl_reduction": "batchmean",
+    "dist_reduction": "mean",
+    "ward_space": "l2",
+    "test_feature": "fused",
+}
+
+
+def _code(name: str) -> Any:
     """Default of field ``name``: the code's (:data:`CODE_DEFAULTS`) when
-    :data:`FOLLOW_CODE_DEFAULTS`, else ``legacy`` (today's)."""
-    return CODE_DEFAULTS[name] if FOLLOW_CODE_DEFAULTS else legacy
+    :data:`FOLLOW_CODE_DEFAULTS`, else the earlier one (:data:`EARLIER_DEFAULTS`)."""
+    return (CODE_DEFAULTS if FOLLOW_CODE_DEFAULTS else EARLIER_DEFAULTS)[name]
 
 
 #: ``sampler`` values: the reconstruction's visible / infrared halves, the code's other-camera draws.
@@ -162,7 +174,7 @@ class SelfTrainConfig:
     batch_size: int = 64
     num_instances: int = 8
     sampler: str = "cross_modality"
-    init_carry: str = _code("init_carry", "all")
+    init_carry: str = _code("init_carry")
     epochs: int = 6
     iters_per_epoch: int | None = 40
     lr: float = 3.5e-3
@@ -176,7 +188,7 @@ class SelfTrainConfig:
     match_unequal: str = "ward_merge"
     match_cost: str = "sqeuclidean"
     match_threshold: float | None = None
-    ward_space: str = _code("ward_space", "l2")
+    ward_space: str = _code("ward_space")
     temperature: float = 0.05
     memory_momentum: float = 0.2
     memory_mode: str = "mean"
@@ -184,10 +196,10 @@ class SelfTrainConfig:
     gray_mode: str = "random_channel"
     kl_weight: float = 0.01
     kl_mode: str = "plain"
-    kl_detach: bool = _code("kl_detach", True)
-    kl_reduction: str = _code("kl_reduction", "batchmean")
+    kl_detach: bool = _code("kl_detach")
+    kl_reduction: str = _code("kl_reduction")
     dist_weight: float = 0.05
-    dist_reduction: str = _code("dist_reduction", "mean")
+    dist_reduction: str = _code("dist_reduction")
     mutual_ema: bool = False
     ema_momentum: float = 0.999
     fusion: str = "concat"
@@ -204,7 +216,7 @@ class SelfTrainConfig:
     knn_backend: str = "torch"
     eval_batch_size: int = 256
     sync_bn: bool = False
-    test_feature: str = _code("test_feature", "fused")
+    test_feature: str = _code("test_feature")
 
     @classmethod
     def authors_code(cls, **overrides: Any) -> "SelfTrainConfig":

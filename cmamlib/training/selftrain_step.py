@@ -26,11 +26,14 @@ def _kl(
     ``q = softmax(teacher)``, ``p = softmax(student)`` (``mode="plain"``), averaged
     (``"batchmean"``) or summed (``"sum"``, the code) over the rows; ``detach``: only the
     student gets gradients (the code: both). ``mode="symmetric"``: ``sym``
-    (:class:`cmamlib.losses.SymmetricKL`, built with the same detach / reduction)."""
+    (:class:`cmamlib.losses.SymmetricKL`, built with the same detach / reduction). Under
+    DDP the ``"sum"`` of a rank's rows is scaled by the world size, as in ``SymmetricKL``:
+    the ranks' averaged gradient is that of the sum over the global batch."""
     if mode == "symmetric":
         return sym(student, teacher)
     lq = F.log_softmax((teacher.detach() if detach else teacher).float(), 1)
-    return F.kl_div(F.log_softmax(student.float(), 1), lq, reduction=reduction, log_target=True)
+    kl = F.kl_div(F.log_softmax(student.float(), 1), lq, reduction=reduction, log_target=True)
+    return kl * distributed.world_size() if reduction == "sum" else kl
 
 
 def _step_losses(
