@@ -403,3 +403,29 @@ def test_stage1_run_makes_the_source_labels_once_per_seed(tiny_data, tmp_path):
     assert a.config.label_file == b.config.label_file == str(files[0])
     assert a.history[0]["label_file_sha256"] == b.history[0]["label_file_sha256"]
     assert a.model_g is not None and b.model_g is None
+
+
+def test_stage1_metrics_report_the_configured_feature(source, monkeypatch):
+    """Stage 1's reported direct-transfer feature is F_rg's pre-BNNeck GeM feature by
+    default (the authors' code; ``test_feature``), and ``"bnneck"`` is another feature."""
+    from cmamlib import experiments
+    from cmamlib.models import build_model
+
+    recs, imgs = source
+    assert CMAMConfig().test_feature == "pre_bnneck" and SMOKE.test_feature == "pre_bnneck"
+    torch.manual_seed(0)
+    m = build_model("resnet18", width=8).eval()
+    m.neck.running_mean.normal_()  # a trained BNNeck: not the identity of a fresh one
+    got: dict = {}
+
+    def fake_row(fn, sysu, trials):
+        got["features"] = fn(imgs[:6])
+        return {}
+
+    monkeypatch.setattr(experiments, "sysu_row", fake_row)
+    for feature in ("pre_bnneck", "bnneck"):
+        experiments.stage1_metrics(m, None, None, 1, feature)
+        want = experiments.model_features(m, feature=feature)(imgs[:6])
+        torch.testing.assert_close(got["features"], want)
+        got[feature] = want
+    assert got["pre_bnneck"].shape[1] == m.feat_dim and not torch.allclose(got["pre_bnneck"], got["bnneck"])
