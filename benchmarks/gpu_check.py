@@ -116,8 +116,9 @@ def ceiling(stage_cfg, device: torch.device, steps: int, batch: int) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def stage_runs(cfg, device: torch.device, steps: int, smoke: bool) -> list[dict]:
-    """Stage 1 and stage 2 for every AMP dtype x channels_last, with their ceilings."""
+def stage_runs(cfg, device: torch.device, steps: int, smoke: bool, workdir: Path) -> list[dict]:
+    """Stage 1 and stage 2 for every AMP dtype x channels_last, with their ceilings;
+    ``workdir``: a scratch folder (classifier mode's label files)."""
     rows = []
     combos = [("float16", False), ("float16", True), ("bfloat16", False), ("bfloat16", True)]
     if device.type == "cpu":  # CPU autocast is bfloat16 whatever amp_dtype says: two combinations say it all
@@ -139,7 +140,7 @@ def stage_runs(cfg, device: torch.device, steps: int, smoke: bool) -> list[dict]
                 if sc.identity_loss == "classifier" and sc.label_file is None:
                     # the fixed source pseudo labels of classifier mode (the code's PPLR file):
                     # here the toy identities, the step's cost does not depend on them
-                    path = Path(tempfile.mkdtemp(prefix="gpu_check_labels_")) / "labels.csv"
+                    path = workdir / f"labels_{len(rows)}.csv"
                     sc = replace(sc, label_file=str(write_label_file(path, recs, [r.pid for r in recs])))
             _reset_peak(device)
             t0 = time.time()
@@ -371,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
     }
     print(f"gpu-check: {result['preset']} on {name}", flush=True)
-    result["stages"] = stage_runs(cfg, device, steps, smoke)
-    result["clustering"] = clustering(device, 2000 if smoke else 22258, 128 if smoke else 2048)
     with tempfile.TemporaryDirectory() as tmp:
+        result["stages"] = stage_runs(cfg, device, steps, smoke, Path(tmp))
+        result["clustering"] = clustering(device, 2000 if smoke else 22258, 128 if smoke else 2048)
         size = tuple(cfg.stage2.image_size)
         result["command_line"] = command_line(Path(tmp), smoke, device, steps, size, result["preset"])
     result["seconds"] = time.time() - t0

@@ -343,12 +343,9 @@ def stage2_feature_fns(res, cfg) -> dict[str, FeatureFn]:
     Returns:
         ``{name: feature function}``, ``cfg.test_feature`` first.
     """
-    from .training.selftrain import selftrain_features
+    from .training.selftrain import TEST_FEATURES, test_feature_fn
 
-    fns = {
-        "fused": selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion),
-        "a_pre_bnneck": selftrain_features(res.model_a, None, feature="pre_bnneck"),
-    }
+    fns = {k: test_feature_fn(res.model_a, res.model_b, k, cfg.gray_mode, cfg.fusion) for k in TEST_FEATURES}
     first = getattr(cfg, "test_feature", "fused")
     return {first: fns[first], **{k: v for k, v in fns.items() if k != first}}
 

@@ -258,6 +258,9 @@ def train_stage1(
         "images": len(records),
     }
     dist.run_on_main(lambda: _prepare_run_dir(out, cfg, "stage1", {"command": command, "data": data}))
+    records, images, skipped = _load_training_images(
+        records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images"
+    )
     if make_labels:
         if dist.is_main():
             print(
@@ -265,12 +268,9 @@ def train_stage1(
                 f"(an RGB-only clustering run; stage1.label_file=FILE gives your own, e.g. PPLR's)",
                 flush=True,
             )
-        labels = make_source_labels(cfg, s1.label_file, data_root, progress=progress)
+        labels = make_source_labels(cfg, s1.label_file, progress=progress, records=records, images=images)
         if dist.is_main():
             print(source_labels_summary(labels), flush=True)
-    records, images, skipped = _load_training_images(
-        records, s1.image_size, cfg, out, progress, f"{cfg.data.source} images"
-    )
     data.update(images=len(records), skipped_images=skipped)
     res = run_cmam(
         s1, records, images, run_dir=out, resume=True, progress=progress, on_epoch_end=_stopper(stop_after_epoch)
@@ -298,12 +298,16 @@ def make_source_labels(
     data_root: str | os.PathLike = "data",
     run_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    records: list | None = None,
+    images: torch.Tensor | None = None,
 ):
     """The source pseudo labels of ``cfg`` (:func:`cmamlib.training.source_labels.run_source_labels`
     with ``cfg.stage1``, on ``cfg.data``'s source) written to the ``path,label`` file
     ``out`` (paths relative to the dataset root), with its summary ``<out>.json``. The
     clustering run's checkpoint lives in ``run_dir`` (default ``<out>.run/``) and is
-    resumed; a finished file with the same config is reused.
+    resumed; a finished file with the same config is reused. ``records`` / ``images``: the
+    source training records and their decoded ``(N, 3, H, W)`` uint8 images when the caller
+    already has them (:func:`train_stage1`); else they are read and decoded here.
 
     Returns:
         :class:`cmamlib.training.source_labels.SourceLabelsResult`.
@@ -312,13 +316,14 @@ def make_source_labels(
 
     out = Path(out)
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.name + ".run")
-    root = cfg.data.root("source", data_root)
-    records = read_records(cfg.data.source, root, cfg.data.source_splits)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-    records, images, _ = _load_training_images(
-        records, cfg.stage1.image_size, cfg, run_dir, progress, f"{cfg.data.source} images"
-    )
+    if images is None:
+        root = cfg.data.root("source", data_root)
+        records = read_records(cfg.data.source, root, cfg.data.source_splits)
+        records, images, _ = _load_training_images(
+            records, cfg.stage1.image_size, cfg, run_dir, progress, f"{cfg.data.source} images"
+        )
     return run_source_labels(cfg.stage1, records, out, images, run_dir=run_dir, progress=progress)
 
 
@@ -525,18 +530,15 @@ def run_features(run: LoadedRun, batch_size: int | None = None) -> Callable[[tor
     01/02), before or after its BNNeck; stage 2: model A's pre-BNNeck feature or the fused
     ``[A(x), B(gray x)]`` feature (:func:`cmamlib.training.selftrain.selftrain_features`)."""
     from .experiments import model_features
-    from .training.selftrain import selftrain_features
+    from .training.selftrain import test_feature_fn
 
     sc = run.stage_config
     bs = int(batch_size or sc.get("eval_batch_size", 256))
     feature = run_test_feature(run)
     if run.stage == "stage1":
         return model_features(run.model_a, batch_size=bs, feature=feature)
-    if feature == "a_pre_bnneck":
-        return selftrain_features(run.model_a, None, batch_size=bs, feature="pre_bnneck")
-    return selftrain_features(
-        run.model_a, run.model_b, sc.get("gray_mode", "random_channel"), sc.get("fusion", "concat"), batch_size=bs
-    )
+    gray, fusion = sc.get("gray_mode", "random_channel"), sc.get("fusion", "concat")
+    return test_feature_fn(run.model_a, run.model_b, feature, gray, fusion, batch_size=bs)
 
 
 def evaluate_run(

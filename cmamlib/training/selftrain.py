@@ -100,7 +100,7 @@ from .pseudo_labels import (  # noqa: F401
     selftrain_epoch_features,
     shared_labels,
 )
-from .selftrain_config import CODE_DEFAULTS, EARLIER_DEFAULTS, SelfTrainConfig, _pair  # noqa: F401
+from .selftrain_config import CODE_DEFAULTS, EARLIER_DEFAULTS, TEST_FEATURES, SelfTrainConfig, _pair  # noqa: F401
 from .selftrain_step import _kl, _step_losses  # noqa: F401
 
 __all__ = [
@@ -117,6 +117,7 @@ __all__ = [
     "run_selftrain",
     "selftrain_epoch_features",
     "selftrain_features",
+    "test_feature_fn",
 ]
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -527,3 +528,21 @@ def selftrain_features(
         return fuse(parts, fusion)
 
     return fn
+
+
+def test_feature_fn(
+    model_a: nn.Module,
+    model_b: nn.Module | None,
+    test_feature: str,
+    gray_mode: str = "random_channel",
+    fusion: str = "concat",
+    batch_size: int = 256,
+) -> FeatureFn:
+    """The feature function named by ``SelfTrainConfig.test_feature``: ``"a_pre_bnneck"``
+    (the code: model A alone, its pre-BNNeck GeM feature) or ``"fused"`` (``fusion`` of
+    A's and B's post-BNNeck features, the clustering feature); :func:`selftrain_features`."""
+    if test_feature == "a_pre_bnneck":
+        return selftrain_features(model_a, None, batch_size=batch_size, feature="pre_bnneck")
+    if test_feature == "fused":
+        return selftrain_features(model_a, model_b, gray_mode, fusion, batch_size=batch_size)
+    raise ValueError(f"test_feature={test_feature!r}: expected one of {TEST_FEATURES}")
