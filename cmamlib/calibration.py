@@ -42,7 +42,8 @@ from .data import INFRARED, VISIBLE, read_sysu_mm01, sysu_query_gallery
 from .data.loading import iterate_batches, load_images
 from .evaluation import eval_regdb, evaluate_sysu, pairwise_distance
 from .features import extract_features
-from .training.supervised import SupervisedConfig, run_supervised_cached
+from .parallel import Job, run_jobs
+from .training.supervised import SupervisedConfig, run_supervised_cached, supervised_run_path
 
 MODELS = {
     "ir_only": "(a) supervised IR only",
@@ -99,14 +100,17 @@ def run_calibration(
     progress: bool = True,
     model_configs: dict[str, SupervisedConfig] | None = None,
     runs_dir: str | Path | None = None,
+    workers: int = 0,
 ) -> dict:
     """Train and evaluate the calibration models; returns a JSON-serialisable dict with
     per-seed results, mean/std table rows and the (a)-(d) checks.
 
     ``runs_dir``: cache each trained model in
-    ``runs_dir/calibration/<model>_<H>x<W>_seed<s>/model.pt`` and load it from there on
-    a rerun (same config required; :func:`cmamlib.training.supervised.run_supervised_cached`);
-    the metrics are recomputed from the model, the training time is the cached one.
+    ``runs_dir/supervised/<model>_<key>_seed<s>/model.pt``
+    (:func:`cmamlib.training.supervised.supervised_run_path`) and load it from there on a
+    rerun; the metrics are recomputed from the model, the training time is the cached
+    one. ``workers`` > 0 (with ``runs_dir``) trains the models first in that many worker
+    processes (:func:`cmamlib.parallel.run_jobs`).
 
     ``model_configs`` optionally replaces :func:`model_config`'s training config of some
     models (probes of a recipe; images are decoded at ``config.image_size``, which such a
@@ -125,6 +129,7 @@ def run_calibration(
     g_img = load_images(gallery, size, progress=progress, desc="gallery images")
     per_seed: dict[str, list[dict]] = {m: [] for m in models}
     timing: dict[str, float] = {}
+    plans = []  # (name, training records, images, config of seed s, cache path)
     for name in models:
         if name == "ir_only":
             keep = [i for i, r in enumerate(train) if r.modality == INFRARED]
@@ -137,25 +142,29 @@ def run_calibration(
             raise ValueError(f"model_configs[{name!r}].image_size={mcfg.image_size}: expected config.image_size={size}")
         recs = [train[i] for i in keep]
         imgs = train_img[torch.as_tensor(keep)]
-        ts = time.time()
         for seed in seeds:
-            path = (
-                None
-                if runs_dir is None
-                else Path(runs_dir) / "calibration" / f"{name}_{size[0]}x{size[1]}_seed{seed}" / "model.pt"
-            )
-            res = run_supervised_cached(replace(mcfg, seed=seed), recs, imgs, path, progress=progress)
-            qf = extract_features(res.model, iterate_batches(q_img, 256), progress=False)
-            row: dict = {"seed": seed, "train_seconds": res.seconds, "train_images_per_second": res.images_per_second}
-            if name == "ir_only":
-                row["ir_to_ir"] = ir_to_ir_other_camera(qf, query)
-            else:
-                gf = extract_features(res.model, iterate_batches(g_img, 256), progress=False)
-                ev = evaluate_sysu(qf, query, gf, gallery, modes=("all", "indoor"), trials=trials)
-                row["all"] = ev["all"].mean
-                row["indoor"] = ev["indoor"].mean
-            per_seed[name].append(row)
-        timing[name] = time.time() - ts
+            scfg = replace(mcfg, seed=seed)
+            path = None if runs_dir is None else supervised_run_path(runs_dir, name, scfg)
+            plans.append((name, recs, imgs, scfg, path))
+    if runs_dir is not None:
+        jobs = [Job(str(p[4]), run_supervised_cached, (p[3], p[1], p[2], p[4], False), cost=len(p[1])) for p in plans]
+        tp = time.time()
+        if run_jobs(jobs, workers, progress=progress, desc="calibration"):
+            timing["parallel_training_wall"] = time.time() - tp
+    for name, recs, imgs, scfg, path in plans:
+        ts = time.time()
+        res = run_supervised_cached(scfg, recs, imgs, path, progress=progress)
+        qf = extract_features(res.model, iterate_batches(q_img, 256), progress=False)
+        row: dict = {"seed": scfg.seed, "train_seconds": res.seconds, "train_images_per_second": res.images_per_second}
+        if name == "ir_only":
+            row["ir_to_ir"] = ir_to_ir_other_camera(qf, query)
+        else:
+            gf = extract_features(res.model, iterate_batches(g_img, 256), progress=False)
+            ev = evaluate_sysu(qf, query, gf, gallery, modes=("all", "indoor"), trials=trials)
+            row["all"] = ev["all"].mean
+            row["indoor"] = ev["indoor"].mean
+        per_seed[name].append(row)
+        timing[name] = timing.get(name, 0.0) + time.time() - ts
     table, summary = [], {}
     for name in models:
         rows = per_seed[name]
@@ -229,13 +238,17 @@ def run_regdb_calibration(
     splits: Sequence[int] = tuple(range(1, 11)),
     runs_dir: str | Path | None = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> dict:
     """Calibration of RegDB-synth: per seed and split, the supervised visible + thermal
     model (recipe (d), :func:`model_config`) and a visible-only model, evaluated in both
     directions on the split's test half (the RegDB protocol, whole other modality as
     gallery); a seed's result is the mean over ``splits``.
 
-    ``runs_dir``: models cached in ``runs_dir/calibration/regdb_<model>_<H>x<W>_split<i>_seed<s>/``.
+    ``runs_dir``: models cached as
+    ``runs_dir/supervised/regdb_split<i>_<model>_<key>_seed<s>/model.pt``
+    (:func:`cmamlib.training.supervised.supervised_run_path`); ``workers`` as in
+    :func:`run_calibration`.
 
     Returns:
         ``{"seeds", "splits", "per_seed": {model: [{seed, v2t_R1, ...}]}, "summary":
@@ -249,30 +262,32 @@ def run_regdb_calibration(
     t0 = time.time()
     per_seed: dict[str, list[dict]] = {"visible_infrared": [], "visible_only": []}
     data = {i: load_regdb(regdb_root, i, size, progress=False) for i in splits}
-    bar = tqdm(total=len(seeds) * len(splits) * 2, desc="RegDB calibration", disable=not progress)
+    plans = []  # (name, seed, split, training split, config, cache path)
     for name in per_seed:
         for seed in seeds:
-            rows = []
             for i, d in data.items():
                 train = d.train
                 if name == "visible_only":
                     keep = [k for k, r in enumerate(train.records) if r.modality == VISIBLE]
                     train = Split([train.records[k] for k in keep], train.images[torch.as_tensor(keep)])
-                path = (
-                    None
-                    if runs_dir is None
-                    else Path(runs_dir)
-                    / "calibration"
-                    / f"regdb_{name}_{size[0]}x{size[1]}_split{i}_seed{seed}"
-                    / "model.pt"
-                )
-                res = run_supervised_cached(
-                    replace(model_config(name, cfg), seed=seed), train.records, train.images, path, progress=False
-                )
-                rows.append({"split": i, **regdb_row(model_features(res.model), d)})
-                bar.update(1)
-            per_seed[name].append({"seed": seed, **mean_std(rows, REGDB_KEYS)})
+                scfg = replace(model_config(name, cfg), seed=seed)
+                path = None if runs_dir is None else supervised_run_path(runs_dir, f"regdb_split{i}_{name}", scfg)
+                plans.append((name, seed, i, train, scfg, path))
+    parallel_wall = None
+    if runs_dir is not None:
+        jobs = [Job(str(p[5]), run_supervised_cached, (p[4], p[3].records, p[3].images, p[5], False)) for p in plans]
+        tp = time.time()
+        if run_jobs(jobs, workers, progress=progress, desc="RegDB calibration"):
+            parallel_wall = time.time() - tp
+    bar = tqdm(total=len(plans), desc="RegDB calibration", disable=not progress)
+    split_rows: dict[tuple[str, int], list[dict]] = {}
+    for name, seed, i, train, scfg, path in plans:
+        res = run_supervised_cached(scfg, train.records, train.images, path, progress=False)
+        split_rows.setdefault((name, seed), []).append({"split": i, **regdb_row(model_features(res.model), data[i])})
+        bar.update(1)
     bar.close()
+    for (name, seed), rows in split_rows.items():
+        per_seed[name].append({"seed": seed, **mean_std(rows, REGDB_KEYS)})
     summary = {}
     for name, rows in per_seed.items():
         summary[name] = {}
@@ -297,4 +312,5 @@ def run_regdb_calibration(
         "summary": summary,
         "checks": checks,
         "seconds": time.time() - t0,
+        **({"parallel_training_wall_seconds": parallel_wall} if parallel_wall is not None else {}),
     }

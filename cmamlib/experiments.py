@@ -217,6 +217,30 @@ def stage1_run(base, variant: str, seed: int, market: MarketData, runs_dir: str 
     )
 
 
+def stage1_jobs(base, variants: Sequence[str], seeds: Sequence[int], market: MarketData, runs_dir: str | Path) -> list:
+    """:class:`cmamlib.parallel.Job` s that train what :func:`stage1_run` loads: the
+    seeds' source pseudo labels (classifier mode without a label file) and each variant
+    after its seed's labels."""
+    from .parallel import Job
+    from .training.cmam import variant_config
+
+    jobs = []
+    for s in seeds:
+        after: tuple[str, ...] = ()
+        if base.identity_loss == "classifier" and base.label_file is None:
+            key = f"source_labels/seed{s}"
+            jobs.append(Job(key, source_labels_for, (base, s, market, runs_dir, False), cost=1e9))
+            after = (key,)
+        for v in variants:
+            cfg = variant_config(base, v)
+            passes = 1 + int(cfg.use_gray_view) + int(cfg.use_aux_gray)
+            cost = passes * cfg.epochs * (cfg.iters_per_epoch or 1)
+            jobs.append(
+                Job(f"stage1/{v}_seed{s}", stage1_run, (base, v, s, market, runs_dir, False), after=after, cost=cost)
+            )
+    return jobs
+
+
 STAGE1_KEYS = ("all_R1", "all_mAP", "all_mINP", "indoor_R1", "indoor_mAP", "source_mAP")
 
 
@@ -230,13 +254,16 @@ def stage1_experiment(
     trials: int = 10,
     random_init: bool = True,
     progress: bool = True,
+    workers: int = 0,
 ) -> dict:
     """Train each stage-1 variant (:data:`cmamlib.training.cmam.VARIANTS`) for each seed
     on the source training images and evaluate it by direct transfer.
 
     Runs live in ``runs_dir/stage1/<variant>_seed<s>/`` and are resumed when complete
     or interrupted (a run whose config changed raises instead), so notebooks 01 and 02
-    share them. ``random_init`` adds the untrained network as a row.
+    share them. ``random_init`` adds the untrained network as a row. ``workers`` > 0 (with
+    ``runs_dir``) trains the runs first in that many worker processes
+    (:func:`cmamlib.parallel.run_jobs`), then loads and evaluates them here.
 
     Returns:
         ``{"rows": [{variant, seeds, <metric>, <metric>_std, ...}], "per_seed": {...},
@@ -247,11 +274,16 @@ def stage1_experiment(
     import time
 
     from .models import build_model
+    from .parallel import run_jobs
     from .utils import seed_everything
 
     per_seed: dict[str, list[dict]] = {}
     histories: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
+    if runs_dir is not None:
+        tp = time.time()
+        if run_jobs(stage1_jobs(base, variants, seeds, market, runs_dir), workers, progress=progress, desc="stage 1"):
+            seconds["parallel_training_wall"] = time.time() - tp
     if random_init:
         rows = []
         for s in seeds:
@@ -367,6 +399,44 @@ def _extra_keys(rows: Sequence[dict], base: Sequence[str]) -> tuple[str, ...]:
     return tuple(base) + tuple(extra)
 
 
+def stage2_jobs(
+    stage1_base,
+    stage2_base,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    train: Split,
+    market: MarketData,
+    runs_dir: str | Path,
+    run_name: Callable[[str, int], str] | None = None,
+) -> list:
+    """:class:`cmamlib.parallel.Job` s that train what :func:`stage2_run` loads: the
+    stage-1 runs the variants start from (:func:`stage1_jobs`) and each stage-2 run
+    after its stage-1 run. ``run_name(variant, seed)``: the run folder (default
+    ``stage2/<variant>_seed<seed>``)."""
+    from .parallel import Job
+
+    inits = sorted({STAGE2_VARIANTS[v][0] for v in variants if STAGE2_VARIANTS[v][0] is not None})
+    jobs = stage1_jobs(stage1_base, inits, seeds, market, runs_dir)
+    for v in variants:
+        init_variant = STAGE2_VARIANTS[v][0]
+        for s in seeds:
+            name = run_name(v, s) if run_name is not None else f"stage2/{v}_seed{s}"
+            after = (f"stage1/{init_variant}_seed{s}",) if init_variant is not None else ()
+            args = (stage1_base, stage2_base, v, s, None, market, runs_dir, False, train, name)
+            jobs.append(Job(name, stage2_run, args, after=after, cost=stage2_base.epochs))
+    return jobs
+
+
+def supervised_job(config, train: Split, runs_dir: str | Path, name: str = "visible_infrared"):
+    """The :class:`cmamlib.parallel.Job` that trains what :func:`supervised_run` loads."""
+    from .parallel import Job
+    from .training.supervised import supervised_run_path
+
+    return Job(
+        str(supervised_run_path(runs_dir, name, config)), supervised_run, (config, None, runs_dir, name, False, train)
+    )
+
+
 def stage2_experiment(
     stage1_base,
     stage2_base,
@@ -378,6 +448,7 @@ def stage2_experiment(
     trials: int = 10,
     progress: bool = True,
     supervised_base=None,
+    workers: int = 0,
 ) -> dict:
     """Train each stage-2 variant (:data:`STAGE2_VARIANTS`) for each seed on the target
     training images (stage 1 first, from ``runs_dir/stage1`` when already trained) and
@@ -392,8 +463,10 @@ def stage2_experiment(
     ``supervised_base`` (a ``SupervisedConfig`` at the stage-2 input size, e.g.
     ``calibration.model_config("visible_infrared", ...)``) the supervised upper bound is
     trained for each seed too (:func:`supervised_run`, cached in
-    ``runs_dir/supervised/visible_infrared_seed<s>/``), as the row ``"supervised"``:
-    the same images at the same size as the unsupervised rows.
+    ``runs_dir/supervised/visible_infrared_<key>_seed<s>/``, so notebook 00's model (d)
+    with the same config is loaded), as the row ``"supervised"``: the same images at the
+    same size as the unsupervised rows. ``workers`` > 0 (with ``runs_dir``) trains every
+    run first in that many worker processes (:func:`cmamlib.parallel.run_jobs`).
 
     Returns:
         ``{"rows": [...mean/std...], "per_seed": {...}, "histories": {variant: log of
@@ -402,6 +475,7 @@ def stage2_experiment(
     import time
     from dataclasses import replace
 
+    from .parallel import run_jobs
     from .training.selftrain import selftrain_features
 
     if supervised_base is not None and tuple(supervised_base.image_size) != tuple(stage2_base.image_size):
@@ -412,9 +486,17 @@ def stage2_experiment(
     per_seed: dict[str, list[dict]] = {}
     histories: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
+    unknown = [v for v in variants if v not in STAGE2_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown stage-2 variant {unknown[0]!r}; expected one of {sorted(STAGE2_VARIANTS)}")
+    if runs_dir is not None:
+        jobs = stage2_jobs(stage1_base, stage2_base, variants, seeds, sysu.train, market, runs_dir)
+        if supervised_base is not None:
+            jobs += [supervised_job(replace(supervised_base, seed=s), sysu.train, runs_dir) for s in seeds]
+        tp = time.time()
+        if run_jobs(jobs, workers, progress=progress, desc="stage 2"):
+            seconds["parallel_training_wall"] = time.time() - tp
     for name in variants:
-        if name not in STAGE2_VARIANTS:
-            raise ValueError(f"unknown stage-2 variant {name!r}; expected one of {sorted(STAGE2_VARIANTS)}")
         rows = []
         t0 = time.time()
         for s in seeds:
@@ -514,8 +596,10 @@ def supervised_run(
 ) -> nn.Module:
     """The supervised upper bound (notebook 00's calibration model (d) with ``config``:
     all SYSU training images, identity labels), cached in
-    ``runs_dir/supervised/<name>_seed<seed>/model.pt`` (state dict + config, written
-    atomically) and loaded from there when the config is the same.
+    ``runs_dir/supervised/<name>_<key>_seed<seed>/model.pt``
+    (:func:`cmamlib.training.supervised.supervised_run_path`: state dict + config,
+    written atomically) and loaded from there; notebook 00 caches its calibration models
+    alike, so the same config and data load its model.
 
     Args:
         config: :class:`cmamlib.training.supervised.SupervisedConfig`, used as given
@@ -531,7 +615,7 @@ def supervised_run(
     Raises:
         ValueError: image size mismatch, or a cached model written with another config.
     """
-    from .training.supervised import run_supervised_cached
+    from .training.supervised import run_supervised_cached, supervised_run_path
 
     data = train if train is not None else sysu.train
     h, w = data.images.shape[-2:]
@@ -539,7 +623,7 @@ def supervised_run(
         raise ValueError(
             f"supervised_run: config.image_size {tuple(config.image_size)} but the training images are {(h, w)}"
         )
-    path = None if runs_dir is None else Path(runs_dir) / "supervised" / f"{name}_seed{config.seed}" / "model.pt"
+    path = None if runs_dir is None else supervised_run_path(runs_dir, name, config)
     return run_supervised_cached(config, data.records, data.images, path, progress=progress).model
 
 
@@ -619,6 +703,7 @@ def regdb_experiment(
     splits: Sequence[int] = tuple(range(1, 11)),
     supervised_base=None,
     progress: bool = True,
+    workers: int = 0,
 ) -> dict:
     """Stage 2 on RegDB: for every variant (:data:`STAGE2_VARIANTS`), seed and split, one
     self-training run on the split's training images (stage 1 is the same source model
@@ -630,7 +715,9 @@ def regdb_experiment(
     :data:`FEATURE_SUFFIX` suffix (as :func:`stage2_experiment`).
 
     Runs live in ``runs_dir/stage2_regdb/<variant>_seed<s>_split<i>/`` and
-    ``runs_dir/supervised/regdb_split<i>_seed<s>/`` (resumed when complete).
+    ``runs_dir/supervised/regdb_split<i>_visible_infrared_<key>_seed<s>/`` (resumed when
+    complete; notebook 00's RegDB calibration model (d) with the same config is loaded).
+    ``workers`` as in :func:`stage2_experiment`.
 
     Returns:
         ``{"rows": [...mean/std over seeds of the split means...], "per_seed": {variant:
@@ -640,12 +727,37 @@ def regdb_experiment(
     import time
     from dataclasses import replace
 
+    from .parallel import run_jobs
+
     size = tuple(stage2_base.image_size)
     data = {i: load_regdb(regdb_root, i, size, progress=False) for i in splits}
     names = list(variants) + (["supervised"] if supervised_base is not None else [])
     per_seed: dict[str, list[dict]] = {}
     per_split: dict[str, dict[int, list[dict]]] = {}
     seconds: dict[str, float] = {}
+    if runs_dir is not None:
+        jobs = []
+        for i, d in data.items():
+            jobs += stage2_jobs(
+                stage1_base,
+                stage2_base,
+                variants,
+                seeds,
+                d.train,
+                market,
+                runs_dir,
+                run_name=lambda v, s, i=i: f"stage2_regdb/{v}_seed{s}_split{i}",
+            )
+            if supervised_base is not None:
+                jobs += [
+                    supervised_job(
+                        replace(supervised_base, seed=s), d.train, runs_dir, f"regdb_split{i}_visible_infrared"
+                    )
+                    for s in seeds
+                ]
+        tp = time.time()
+        if run_jobs(jobs, workers, progress=progress, desc="RegDB stage 2"):
+            seconds["parallel_training_wall"] = time.time() - tp
     bar = tqdm(total=len(names) * len(seeds) * len(splits), desc="RegDB runs", disable=not progress)
     for name in names:
         t0 = time.time()
@@ -658,7 +770,7 @@ def regdb_experiment(
                         replace(supervised_base, seed=s),
                         None,
                         runs_dir,
-                        name=f"regdb_split{i}",
+                        name=f"regdb_split{i}_visible_infrared",
                         progress=False,
                         train=d.train,
                     )

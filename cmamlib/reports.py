@@ -406,16 +406,26 @@ def render_results(root: str | os.PathLike = "reports", block: str = "main") -> 
         if lines:
             parts += [f"Wall time of the last `{target}` on this machine (`reports/{timings_name}`):", ""]
             parts += ["```"] + lines + ["```"]
+    full = Path(root) / FULL_TIMINGS
+    if block == "main" and full.exists():
+        lines = last_reproduce_timings(full.read_text(), total=FULL_TOTAL)
+        if lines:
+            parts += ["", f"Then the investigation rows, `make reproduce-full` (`reports/{FULL_TIMINGS}`):", ""]
+            parts += ["```"] + lines + ["```"]
     return "\n".join(parts).strip() + "\n"
 
 
-def last_reproduce_timings(text: str) -> list[str]:
+#: ``make reproduce-full``'s timings file (its extra notebook runs) and the prefix of its closing line.
+FULL_TIMINGS, FULL_TOTAL = "timings-full.txt", "reproduce-full extra"
+
+
+def last_reproduce_timings(text: str, total: str = "reproduce total") -> list[str]:
     """The lines of the last ``make reproduce`` in ``reports/timings.txt``: one
-    ``<notebook>: <s> s`` line per notebook, closed by ``reproduce total: <s> s``. A file
-    that holds several runs (appended) gives the last one; a run cut off before its total
-    gives the lines it wrote after the last complete run."""
+    ``<notebook>: <s> s`` line per notebook, closed by ``reproduce total: <s> s`` (the
+    prefix ``total``). A file that holds several runs (appended) gives the last one; a
+    run cut off before its total gives the lines it wrote after the last complete run."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    ends = [i for i, ln in enumerate(lines) if ln.startswith("reproduce total")]
+    ends = [i for i, ln in enumerate(lines) if ln.startswith(total)]
     if ends and ends[-1] == len(lines) - 1:
         ends = ends[:-1]
     return lines[ends[-1] + 1 :] if ends else lines

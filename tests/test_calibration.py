@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from cmamlib import calibration
 from cmamlib.training.supervised import SupervisedConfig
@@ -53,22 +54,34 @@ def test_run_calibration_with_a_probe_config(tiny_data):
 
 def test_calibration_models_are_cached_and_reloaded(tiny_data, tmp_path, monkeypatch):
     """With runs_dir, a rerun loads every model instead of training it and gives the same
-    metrics and training times; a cached model of another config is refused."""
+    metrics and training times; another config trains a model of its own beside it, and
+    notebook 03's upper bound (the same config and images) loads the calibration's."""
+    from cmamlib import experiments
     from cmamlib.training import supervised
 
     root = tiny_data / "SYSU-MM01-synth"
     kw = dict(seeds=(0,), config=TINY, models=("ir_only", "visible_infrared"), trials=2, progress=False)
     first = calibration.run_calibration(root, runs_dir=tmp_path, **kw)
-    assert (tmp_path / "calibration" / "visible_infrared_32x16_seed0" / "model.pt").exists()
+    d_cfg = replace(calibration.model_config("visible_infrared", TINY), seed=0)
+    path = supervised.supervised_run_path(tmp_path, "visible_infrared", d_cfg)
+    assert path.exists() and path.parent.parent == tmp_path / "supervised"
+    assert path.parent.name.startswith("visible_infrared_") and path.parent.name.endswith("_seed0")
 
     def no_training(*a, **k):
         raise AssertionError("trained although cached")
 
-    monkeypatch.setattr(supervised, "run_supervised", no_training)
-    again = calibration.run_calibration(root, runs_dir=tmp_path, **kw)
-    assert again["per_seed"] == first["per_seed"] and again["summary"] == first["summary"]
-    with pytest.raises(ValueError, match="another config"):
-        calibration.run_calibration(root, runs_dir=tmp_path, **{**kw, "config": replace(TINY, lr=1e-3)})
+    with monkeypatch.context() as m:
+        m.setattr(supervised, "run_supervised", no_training)
+        again = calibration.run_calibration(root, runs_dir=tmp_path, **kw)
+        assert again["per_seed"] == first["per_seed"] and again["summary"] == first["summary"]
+        sysu = experiments.load_sysu(root, TINY.image_size, progress=False)
+        model = experiments.supervised_run(d_cfg, sysu, tmp_path, progress=False)
+        ref = supervised.run_supervised_cached(d_cfg, sysu.train.records, sysu.train.images, path, progress=False)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.model.state_dict().values()))
+    other = replace(TINY, lr=1e-3)
+    calibration.run_calibration(root, runs_dir=tmp_path, **{**kw, "config": other})
+    other_path = supervised.supervised_run_path(tmp_path, "visible_infrared", replace(d_cfg, lr=1e-3))
+    assert other_path.exists() and other_path != path and path.exists()
 
 
 def test_regdb_calibration_runs_both_models_and_checks_the_rule(tmp_path):

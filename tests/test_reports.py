@@ -29,6 +29,15 @@ def test_readme_section_shows_the_last_run(tmp_path):
     assert "reproduce total: 30 s" not in text and "10 s" not in text
 
 
+def test_readme_section_adds_the_last_reproduce_full(tmp_path):
+    (tmp_path / "timings.txt").write_text(RUN1)
+    (tmp_path / "timings-full.txt").write_text("02_c (investigations): 5 s\nreproduce-full extra: 5 s\n")
+    text = render_results(tmp_path)
+    assert "reproduce total: 30 s" in text and "reproduce-full extra: 5 s" in text
+    assert text.index("reproduce total") < text.index("`make reproduce-full`")
+    assert "reproduce-full" not in render_results(tmp_path, block="long")
+
+
 def _long_metrics(root):
     from cmamlib.reports import write_metrics
 

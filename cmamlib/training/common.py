@@ -169,10 +169,12 @@ class JsonlLogger:
         self._purge_step = epochs
         if self.path is None or not self.path.exists():
             return
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("epoch", -1) < epochs]
+        all_rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = [r for r in all_rows if r.get("epoch", -1) < epochs]
         self.rows = rows
-        tmp = self.path.with_suffix(".tmp")
+        if len(rows) == len(all_rows):  # nothing to drop (a complete run loaded): leave the file as it is
+            return
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, self.path)
 

@@ -201,6 +201,22 @@ def run_supervised(
     return SupervisedResult(model=model, history=logger.rows, seconds=secs, images_per_second=n_seen / max(secs, 1e-9))
 
 
+def supervised_run_path(runs_dir: str | Path, name: str, config: SupervisedConfig) -> Path:
+    """Cache file of a supervised model: ``runs_dir/supervised/<name>_<key>_seed<seed>/model.pt``,
+    ``key`` a short hash of ``config`` without ``seed`` and ``device``. Notebook 00's
+    calibration and notebooks 03 / 04's upper bound name their models alike, so a model
+    trained by one with the same config and data is loaded by the others, and models of
+    other configs live side by side."""
+    import hashlib
+    import json
+
+    from .common import config_to_dict
+
+    d = {k: v for k, v in config_to_dict(config).items() if k not in ("seed", "device")}
+    key = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(runs_dir) / "supervised" / f"{name}_{key}_seed{config.seed}" / "model.pt"
+
+
 def run_supervised_cached(
     config: SupervisedConfig,
     records: Sequence[Record],
