@@ -82,7 +82,7 @@ import difflib
 import json
 import os
 import types
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
@@ -93,10 +93,12 @@ from .training.selftrain import SelfTrainConfig
 
 __all__ = [
     "DEFAULT_DIRS",
+    "NOTEBOOK_SMOKE",
     "PRESETS",
     "ConfigError",
     "DataConfig",
     "RunConfig",
+    "at_smoke_scale",
     "config_dict",
     "diff_configs",
     "load_config",
@@ -243,6 +245,28 @@ _SMOKE_COMMON = dict(
     min_samples=2,
     eval_batch_size=64,
 )
+
+#: The notebooks' ``SMOKE=True`` scale (the notebook tests run every notebook so): the
+#: ``smoke`` preset's sizes with 4 steps per epoch in both stages and the configs' own
+#: evaluation batch (the ``smoke`` preset, older, has 3 stage-2 steps and batches of 64;
+#: each keeps its recorded numbers). :func:`at_smoke_scale` applies them.
+NOTEBOOK_SMOKE: dict[str, dict] = {
+    "stage1": {**{k: v for k, v in _SMOKE_COMMON.items() if k != "eval_batch_size"}, "iters_per_epoch": 4},
+    "stage2": {**{k: v for k, v in _SMOKE_COMMON.items() if k != "eval_batch_size"}, "iters_per_epoch": 4},
+    "supervised": dict(width=8, image_size=(32, 16), batch_size=32, epochs=1, iters_per_epoch=4),
+}
+
+
+def at_smoke_scale(config):
+    """``config`` (a ``CMAMConfig``, ``SelfTrainConfig`` or ``SupervisedConfig``) at the
+    notebooks' SMOKE scale (:data:`NOTEBOOK_SMOKE`); every other field is kept."""
+    from .training.supervised import SupervisedConfig
+
+    kind = {CMAMConfig: "stage1", SelfTrainConfig: "stage2", SupervisedConfig: "supervised"}.get(type(config))
+    if kind is None:
+        raise TypeError(f"at_smoke_scale: expected a stage-1, stage-2 or supervised config, not {type(config)}")
+    return replace(config, **NOTEBOOK_SMOKE[kind])
+
 
 _PAPER_AUGMENT = dict(flip=0.5, pad=10, erasing=0.5, jitter=0.15)
 _PAPER_BACKBONE = dict(

@@ -252,7 +252,6 @@ def _code(tmp_path, recs, **kw):
 
 
 def test_classifier_mode_trains_on_fixed_labels_without_clustering(source, tmp_path, monkeypatch):
-    from cmamlib.training import cmam as cmam_mod
 
     recs, imgs = source
     cfg = _code(tmp_path, recs)
@@ -260,7 +259,9 @@ def test_classifier_mode_trains_on_fixed_labels_without_clustering(source, tmp_p
     def no_clustering(*a, **k):
         raise AssertionError("classifier mode must not cluster")
 
-    monkeypatch.setattr(cmam_mod, "pseudo_labels", no_clustering)
+    from cmamlib.training import cmam_memory
+
+    monkeypatch.setattr(cmam_memory, "pseudo_labels", no_clustering)
     res = run_cmam(cfg, recs, imgs, run_dir=tmp_path / "run", progress=False)
     first, last = res.history
     for key in ("loss_ce_rg_rgb", "loss_ce_rg_gray", "loss_ce_g", "loss_tri_rg_rgb", "loss_tri_g", "loss_rg2g"):

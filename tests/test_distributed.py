@@ -129,7 +129,7 @@ def _one_step(stage: int, distributed: bool) -> dict:
         y_local = y
     ta, tb = dist.wrap_ddp(a, dev), dist.wrap_ddp(b, dev)
     if stage == 1:
-        terms = cmam._step_losses(
+        terms = cmam.step_losses(
             cfg,
             x,
             xg,
@@ -149,7 +149,7 @@ def _one_step(stage: int, distributed: bool) -> dict:
         )
         loss = sum(v for k, v in terms.items() if not k.startswith("_"))
         loss.backward()
-        cmam._update_memories(ma, mb, terms)
+        cmam.update_memories(ma, mb, terms)
         logged = {k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")}
     else:
         terms, upd = selftrain._step_losses(

@@ -1,6 +1,7 @@
 """cmamlib.parallel: cached runs in worker processes, then loaded in the caller."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from cmamlib.training.cmam import CMAMConfig
 def _stamp(path: str, seconds: float = 0.0) -> None:
     t0 = time.time()
     time.sleep(seconds)
-    Path(path).write_text(json.dumps({"start": t0, "end": time.time(), "threads": torch.get_num_threads()}))
+    import os
+
+    env = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    Path(path).write_text(json.dumps({"start": t0, "end": time.time(), "threads": torch.get_num_threads(), "env": env}))
 
 
 def _fail(message: str) -> None:
@@ -23,6 +27,7 @@ def _fail(message: str) -> None:
 
 
 def test_jobs_run_after_their_dependencies_with_the_given_threads(tmp_path):
+    before = os.environ.get("NUMBA_NUM_THREADS")
     a, b, c = (str(tmp_path / n) for n in "abc")
     jobs = [
         Job("b", _stamp, (b,), after=("a",), cost=10.0),
@@ -36,6 +41,9 @@ def test_jobs_run_after_their_dependencies_with_the_given_threads(tmp_path):
     assert sb["start"] >= sa["end"]  # b waited for a
     assert sa["end"] - sa["start"] < 4.0  # the first job of key "a" ran, not the duplicate
     assert sa["threads"] == sb["threads"] == sc["threads"] == 1
+    # numba's OpenMP teams get the worker's thread count too, and idle threads sleep
+    assert sa["env"] == {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert os.environ.get("NUMBA_NUM_THREADS") == before  # the caller's environment is restored
 
 
 def test_no_workers_runs_nothing(tmp_path):

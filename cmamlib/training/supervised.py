@@ -18,6 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..data.loading import load_images
+from ..data.readers import relabel
 from ..data.records import INFRARED, Record
 from ..data.samplers import CrossModalitySampler, RandomIdentitySampler
 from ..data.transforms import AugmentConfig, augment, gray_view, to_float
@@ -100,12 +101,6 @@ class SupervisedResult:
     history: list[dict]
     seconds: float
     images_per_second: float
-
-
-def relabel(pids: Sequence[int]) -> np.ndarray:
-    """Map arbitrary ids to contiguous ``0..K-1`` (sorted order)."""
-    uniq = {p: i for i, p in enumerate(sorted(set(int(p) for p in pids)))}
-    return np.array([uniq[int(p)] for p in pids], dtype=np.int64)
 
 
 def run_supervised(
