@@ -153,7 +153,8 @@ def _flat_ms(row: dict, key: str) -> str:
     if row.get(key) is None:
         return "-"
     std = row.get(key + "_std")
-    return _pct(row[key]) if not std else f"{_pct(row[key])} ± {_pct(std)}"
+    several = len(row.get("seeds", ())) > 1  # a spread of 0.0 over several seeds is shown, one seed has none
+    return _pct(row[key]) if std is None or (not std and not several) else f"{_pct(row[key])} ± {_pct(std)}"
 
 
 def _stage_table(m: dict, label_key: str, cols: list[tuple[str, str]]) -> list[str]:

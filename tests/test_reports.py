@@ -160,3 +160,11 @@ def test_tensorboard_events_follow_the_log_and_a_resume_purges_redone_epochs(tmp
     fresh.start_fresh()
     assert not list(tmp_path.glob("events.out.tfevents.*")) and not (tmp_path / "log.jsonl").exists()
     assert not JsonlLogger(tmp_path / "log.jsonl", tensorboard=False).tensorboard
+
+
+def test_a_spread_of_zero_over_several_seeds_is_shown():
+    from cmamlib.reports import _flat_ms
+
+    assert _flat_ms({"a": 0.1436, "a_std": 0.0, "seeds": [0, 1]}, "a") == "14.4 ± 0.0"
+    assert _flat_ms({"a": 0.1436, "a_std": 0.0, "seeds": [0]}, "a") == "14.4"
+    assert _flat_ms({"a": 0.1436, "a_std": 0.012, "seeds": [0, 1]}, "a") == "14.4 ± 1.2"
