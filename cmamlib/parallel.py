@@ -14,6 +14,10 @@ Threads and numbers: a CPU training's floating-point sums depend on the number o
 intra-op threads, so the metrics of a seed are a function of ``threads`` (1 under
 ``make reproduce``'s two workers on 2 cores). ``workers=0`` trains in the calling
 process with torch's thread setting, as before this module existed.
+
+Workers are *spawned* (a fork of a process that already ran torch's OpenMP threads is not
+safe): a script that calls an experiment with ``workers > 0`` needs the usual
+``if __name__ == "__main__":`` guard; notebooks need nothing.
 """
 
 from __future__ import annotations
