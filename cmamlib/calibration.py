@@ -42,7 +42,7 @@ from .data import INFRARED, VISIBLE, read_sysu_mm01, sysu_query_gallery
 from .data.loading import iterate_batches, load_images
 from .evaluation import eval_regdb, evaluate_sysu, pairwise_distance
 from .features import extract_features
-from .parallel import Job, run_jobs
+from .parallel import Job, run_jobs_timed
 from .training.supervised import SupervisedConfig, run_supervised_cached, supervised_run_path
 
 MODELS = {
@@ -148,9 +148,8 @@ def run_calibration(
             plans.append((name, recs, imgs, scfg, path))
     if runs_dir is not None:
         jobs = [Job(str(p[4]), run_supervised_cached, (p[3], p[1], p[2], p[4], False), cost=len(p[1])) for p in plans]
-        tp = time.time()
-        if run_jobs(jobs, workers, progress=progress, desc="calibration"):
-            timing["parallel_training_wall"] = time.time() - tp
+        if (wall := run_jobs_timed(jobs, workers, progress=progress, desc="calibration")) is not None:
+            timing["parallel_training_wall"] = wall
     for name, recs, imgs, scfg, path in plans:
         ts = time.time()
         res = run_supervised_cached(scfg, recs, imgs, path, progress=progress)
@@ -276,9 +275,7 @@ def run_regdb_calibration(
     parallel_wall = None
     if runs_dir is not None:
         jobs = [Job(str(p[5]), run_supervised_cached, (p[4], p[3].records, p[3].images, p[5], False)) for p in plans]
-        tp = time.time()
-        if run_jobs(jobs, workers, progress=progress, desc="RegDB calibration"):
-            parallel_wall = time.time() - tp
+        parallel_wall = run_jobs_timed(jobs, workers, progress=progress, desc="RegDB calibration")
     bar = tqdm(total=len(plans), desc="RegDB calibration", disable=not progress)
     split_rows: dict[tuple[str, int], list[dict]] = {}
     for name, seed, i, train, scfg, path in plans:

@@ -274,16 +274,16 @@ def stage1_experiment(
     import time
 
     from .models import build_model
-    from .parallel import run_jobs
+    from .parallel import run_jobs_timed
     from .utils import seed_everything
 
     per_seed: dict[str, list[dict]] = {}
     histories: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
     if runs_dir is not None:
-        tp = time.time()
-        if run_jobs(stage1_jobs(base, variants, seeds, market, runs_dir), workers, progress=progress, desc="stage 1"):
-            seconds["parallel_training_wall"] = time.time() - tp
+        jobs = stage1_jobs(base, variants, seeds, market, runs_dir)
+        if (wall := run_jobs_timed(jobs, workers, progress=progress, desc="stage 1")) is not None:
+            seconds["parallel_training_wall"] = wall
     if random_init:
         rows = []
         for s in seeds:
@@ -475,7 +475,7 @@ def stage2_experiment(
     import time
     from dataclasses import replace
 
-    from .parallel import run_jobs
+    from .parallel import run_jobs_timed
     from .training.selftrain import selftrain_features
 
     if supervised_base is not None and tuple(supervised_base.image_size) != tuple(stage2_base.image_size):
@@ -493,9 +493,8 @@ def stage2_experiment(
         jobs = stage2_jobs(stage1_base, stage2_base, variants, seeds, sysu.train, market, runs_dir)
         if supervised_base is not None:
             jobs += [supervised_job(replace(supervised_base, seed=s), sysu.train, runs_dir) for s in seeds]
-        tp = time.time()
-        if run_jobs(jobs, workers, progress=progress, desc="stage 2"):
-            seconds["parallel_training_wall"] = time.time() - tp
+        if (wall := run_jobs_timed(jobs, workers, progress=progress, desc="stage 2")) is not None:
+            seconds["parallel_training_wall"] = wall
     for name in variants:
         rows = []
         t0 = time.time()
@@ -727,7 +726,7 @@ def regdb_experiment(
     import time
     from dataclasses import replace
 
-    from .parallel import run_jobs
+    from .parallel import run_jobs_timed
 
     size = tuple(stage2_base.image_size)
     data = {i: load_regdb(regdb_root, i, size, progress=False) for i in splits}
@@ -755,9 +754,8 @@ def regdb_experiment(
                     )
                     for s in seeds
                 ]
-        tp = time.time()
-        if run_jobs(jobs, workers, progress=progress, desc="RegDB stage 2"):
-            seconds["parallel_training_wall"] = time.time() - tp
+        if (wall := run_jobs_timed(jobs, workers, progress=progress, desc="RegDB stage 2")) is not None:
+            seconds["parallel_training_wall"] = wall
     bar = tqdm(total=len(names) * len(seeds) * len(splits), desc="RegDB runs", disable=not progress)
     for name in names:
         t0 = time.time()

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["WORKER_ENV", "Job", "run_jobs", "threads_per_worker"]
+__all__ = ["WORKER_ENV", "Job", "run_jobs", "run_jobs_timed", "threads_per_worker"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,10 @@ def run_jobs(
                 bar.update(1)
     bar.close()
     return done
+
+
+def run_jobs_timed(jobs: Sequence[Job], workers: int, progress: bool = True, desc: str = "runs") -> float | None:
+    """:func:`run_jobs`, timed: its wall seconds, or None when nothing ran in workers
+    (``workers <= 0`` or no jobs), for an experiment's ``seconds``."""
+    t0 = time.time()
+    return time.time() - t0 if run_jobs(jobs, workers, progress=progress, desc=desc) else None

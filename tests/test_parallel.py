@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cmamlib import experiments
-from cmamlib.parallel import Job, run_jobs, threads_per_worker
+from cmamlib.parallel import Job, run_jobs, run_jobs_timed, threads_per_worker
 from cmamlib.training.cmam import CMAMConfig
 
 
@@ -37,6 +37,7 @@ def test_jobs_run_after_their_dependencies_with_the_given_threads(tmp_path):
     ]
     done = run_jobs(jobs, workers=2, threads=1, progress=False)
     assert sorted(done) == ["a", "b", "c"]
+    assert run_jobs_timed([Job("d", _stamp, (str(tmp_path / "d"), 0.2))], workers=1, progress=False) >= 0.2
     sa, sb, sc = (json.loads(Path(p).read_text()) for p in (a, b, c))
     assert sb["start"] >= sa["end"]  # b waited for a
     assert sa["end"] - sa["start"] < 4.0  # the first job of key "a" ran, not the duplicate
@@ -49,6 +50,7 @@ def test_jobs_run_after_their_dependencies_with_the_given_threads(tmp_path):
 def test_no_workers_runs_nothing(tmp_path):
     assert run_jobs([Job("a", _stamp, (str(tmp_path / "a"),))], workers=0) == {}
     assert not (tmp_path / "a").exists()
+    assert run_jobs_timed([Job("a", _stamp, (str(tmp_path / "a"),))], workers=0) is None
     assert threads_per_worker(1) >= 1 and threads_per_worker(10_000) == 1
 
 
