@@ -123,7 +123,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .presets import ConfigError, load_config
     from .runs import RunDirError, train_stage1, train_stage2
     from .training.common import CheckpointError
-    from .training.loop import StopTraining
+    from .training.driver import StopTraining
     from .utils import UnsafeCheckpointError
 
     if args.list_presets:

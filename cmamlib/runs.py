@@ -197,7 +197,7 @@ def _stopper(stop_after_epoch: int | None):
     """An ``on_epoch_end`` hook that stops the run after epoch ``stop_after_epoch``."""
     if stop_after_epoch is None:
         return None
-    from .training.loop import StopTraining
+    from .training.driver import StopTraining
 
     def hook(epoch: int, row: dict) -> None:
         if epoch >= stop_after_epoch:
@@ -221,7 +221,7 @@ def train_stage1(
     code) without ``stage1.label_file`` the source pseudo labels are made first, once, in
     ``out/source_labels.csv`` (:func:`make_source_labels`; reused by a rerun).
     ``stop_after_epoch=k``: stop after epoch ``k`` (0-based) has been checkpointed, raising
-    :class:`cmamlib.training.loop.StopTraining`
+    :class:`cmamlib.training.driver.StopTraining`
     (a time-boxed job: the same call resumes); also for :func:`train_stage2`.
 
     Returns:

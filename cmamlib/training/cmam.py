@@ -66,7 +66,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed as dist
 from ..clustering import label_quality
@@ -81,28 +80,14 @@ from ..utils import resolve_device, seed_everything
 from .cmam_config import CODE_DEFAULTS, EARLIER_DEFAULTS, FOLLOW_CODE_DEFAULTS, VARIANTS, CMAMConfig, variant_config
 from .cmam_memory import memory_epoch, train_mode_features
 from .cmam_step import step_losses, update_memories
-from .common import (
-    Checkpointer,
-    JsonlLogger,
-    check_resume_config,
-    config_to_dict,
-    gather_batch,
-    make_optimizer,
-    make_scaler,
-    set_lr,
-    to_memory_format,
-)
-from .loop import (
-    ema_update,
-    epoch_lr,
-    make_ema,
-    restore_training_state,
-    training_state,
-)
+from .common import gather_batch, make_optimizer, make_scaler, to_memory_format
+from .driver import Stage, train
+from .loop import ema_update, epoch_lr, make_ema
 
 __all__ = [
     "CMAMConfig",
     "CMAMResult",
+    "CMAMStage",
     "CODE_DEFAULTS",
     "EARLIER_DEFAULTS",
     "FOLLOW_CODE_DEFAULTS",
@@ -173,6 +158,203 @@ def _new_model(cfg: CMAMConfig, device: torch.device) -> ReIDNet:
     return to_memory_format(model, cfg.channels_last)
 
 
+class CMAMStage(Stage):
+    """Stage 1 as a :class:`cmamlib.training.driver.Stage`: the two networks (and, in
+    classifier mode, their circle classifiers) over fixed labels or per-epoch clusters,
+    the two-run schedule, memory and EMA updates after each step. :func:`run_cmam` is
+    the entry point; the arguments are its own."""
+
+    name = "cmam"
+    desc = "stage 1"
+
+    def __init__(
+        self,
+        config: CMAMConfig,
+        source_records: Sequence[Record],
+        images: torch.Tensor | None,
+        progress: bool,
+    ):
+        cfg = self.config = config
+        cfg.validate()
+        if len(source_records) < 2:
+            raise ValueError(f"run_cmam: need source images, got {len(source_records)} records")
+        dist.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 1: ")
+        self.progress = progress = progress and dist.is_main()
+        self.device = device = dist.local_device(resolve_device(cfg.device))
+        if images is None:
+            images = load_images(source_records, cfg.image_size, progress=progress, desc="source images")
+        if images.shape[0] != len(source_records):
+            raise ValueError(f"images has {images.shape[0]} rows for {len(source_records)} records")
+        self.images, self.records = images, source_records
+        self.true_ids = np.array([r.pid for r in source_records])  # diagnostics only
+        self.cams = np.array([r.camid for r in source_records]) if cfg.camera_centering else None
+        self.classifier = classifier = cfg.identity_loss == "classifier"
+        if classifier and cfg.label_file is None:
+            raise ValueError(
+                "stage 1 with identity_loss='classifier' needs label_file: a path,label CSV of source pseudo labels "
+                "(make one with `python -m cmamlib source-labels` or cmamlib.training.source_labels.run_source_labels, "
+                "or give another method's, e.g. PPLR's), or identity_loss='memory' to re-cluster every epoch"
+            )
+        self.file_labels = read_label_file(cfg.label_file, source_records) if cfg.label_file is not None else None
+        self.file_sha = file_sha256(cfg.label_file) if cfg.label_file is not None else None
+        self.shared_labels = cfg.label_space == "shared" or self.file_labels is not None
+
+        seed_everything(cfg.seed)
+        self.model_rg = model_rg = _new_model(cfg, device)
+        self.model_g = model_g = _new_model(cfg, device) if cfg.use_aux_gray else None
+        if model_g is not None and cfg.shared_init:
+            model_g.load_state_dict(model_rg.state_dict())  # the same start, as two copies of ImageNet weights
+        self.nets = [m for m in (model_rg, model_g) if m is not None]
+        if cfg.sync_bn:
+            for m in self.nets:
+                dist.convert_sync_batchnorm(m, device)
+        self.cls_rg = self.cls_g = None
+        if classifier:  # one circle classifier per network over the fixed labels (noise left out)
+            n_cls = int(self.file_labels.max()) + 1
+            if n_cls < 1:
+                raise RuntimeError(f"stage 1: label_file {cfg.label_file} labels no image (all noise)")
+            self.cls_rg = CircleClassifier(model_rg.feat_dim, n_cls, cfg.circle_scale, cfg.circle_margin).to(device)
+            if model_g is not None:
+                self.cls_g = CircleClassifier(model_g.feat_dim, n_cls, cfg.circle_scale, cfg.circle_margin).to(device)
+        self.train_modules = self.nets + [c for c in (self.cls_rg, self.cls_g) if c is not None]
+        self.eval_modules = self.nets
+        self.params = [p for m in self.train_modules for p in m.parameters()]
+        self.opt = make_optimizer(self.params, cfg.lr, cfg.weight_decay)
+        self.scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
+        self.ema_rg = make_ema(model_rg) if cfg.ema else None
+        self.ema_g = make_ema(model_g) if (cfg.ema and model_g is not None) else None
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.labels = np.full(len(source_records), -1)
+        self.modules = {"model_rg": model_rg, "model_g": model_g, "ema_rg": self.ema_rg, "ema_g": self.ema_g}
+        if classifier:
+            self.modules.update(classifier_rg=self.cls_rg, classifier_g=self.cls_g)
+        self.buffer_modules = [model_rg, model_g, self.ema_rg, self.ema_g]
+        self.kl = SymmetricKL(reduction="sum" if cfg.kl_reduction == "sum" else "batchmean")
+        self.sim = SimilarityMatrixLoss("sum")
+        self.tri = TripletLoss(cfg.triplet_margin)
+        self.ce_ls = CrossEntropyLabelSmooth(cfg.label_smoothing)
+        self.kl_from = int(np.ceil(cfg.kl_start_fraction * cfg.epochs))
+        self.epochs = cfg.epochs
+
+    def check_resume(self, state: dict, path: Path | None) -> None:
+        if state.get("label_file_sha256") != self.file_sha:
+            raise ValueError(
+                f"cannot resume from {path}: label_file {self.config.label_file} changed since the run "
+                "started (another SHA-256); use another run folder or resume=False"
+            )
+
+    def restore(self, state: dict) -> None:
+        self.labels = state["labels"]
+
+    def wrap(self) -> None:
+        device = self.device
+        self.train_rg = dist.wrap_ddp(self.model_rg, device)  # the bare models themselves in one process
+        self.train_g = dist.wrap_ddp(self.model_g, device) if self.model_g is not None else None
+        self.train_cls_rg = dist.wrap_ddp(self.cls_rg, device) if self.cls_rg is not None else None
+        self.train_cls_g = dist.wrap_ddp(self.cls_g, device) if self.cls_g is not None else None
+
+    def begin_epoch(self, epoch: int) -> tuple[dict, list[np.ndarray]]:
+        cfg, device = self.config, self.device
+        te = time.time()
+        if cfg.schedule == "two_runs" and epoch == self.kl_from and epoch > 0:
+            # run 2 of the code: run 1's weights, a fresh optimizer, scaler and schedule
+            self.opt = make_optimizer(self.params, cfg.lr, cfg.weight_decay)
+            self.scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
+            for ema, m in ((self.ema_rg, self.model_rg), (self.ema_g, self.model_g)):
+                if ema is not None:
+                    ema.load_state_dict(m.state_dict())
+        if self.classifier:  # fixed labels: no features, no clustering, no memory
+            labels, labels_g = self.file_labels, self.file_labels
+            self.mem_rg = self.mem_g = None
+            row: dict = {"epoch": epoch, "phase": "fixed_labels", "cluster_seconds": time.time() - te}
+            row.update({f"labels_{k}": v for k, v in label_quality(labels, self.true_ids).items()})
+            row["label_file_sha256"] = self.file_sha
+            p = cfg.batch_size // cfg.num_instances
+            if int(labels.max()) + 1 < p:
+                raise RuntimeError(
+                    f"stage 1: label_file {cfg.label_file} has {int(labels.max()) + 1} labels, fewer than the P={p} "
+                    "identities a batch needs; lower batch_size / num_instances"
+                )
+            instance_phase = False
+        else:
+            labels, labels_g, self.mem_rg, self.mem_g, row, instance_phase = memory_epoch(
+                cfg,
+                epoch,
+                te,
+                self.model_rg,
+                self.model_g,
+                self.images,
+                device,
+                self.progress,
+                self.records,
+                self.file_labels,
+                self.file_sha,
+                self.cams,
+                self.true_ids,
+                self.shared_labels,
+            )
+        self.labels = labels
+        if cfg.schedule == "two_runs":
+            row["run"] = 1 if epoch < self.kl_from else 2
+        k = 1 if instance_phase else cfg.num_instances
+        # global batches on every rank; each rank trains on its slice (dist.shard_batch)
+        sampler = RandomIdentitySampler(labels, k, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1)
+        sampler.set_epoch(epoch)
+        self.use_kl = cfg.kl_weight > 0 and epoch >= self.kl_from and self.shared_labels
+        row["kl_on"] = self.use_kl
+        self.lab_t = torch.from_numpy(labels).to(device)
+        self.lab_g_t = torch.from_numpy(labels_g).to(device)
+        self.heads = (self.train_cls_rg, self.train_cls_g) if self.classifier else (self.mem_rg, self.mem_g)
+        return row, list(sampler.batches())
+
+    def lr(self, epoch: int, i: int, n_batches: int) -> float:
+        return _step_lr(self.config, epoch, i, n_batches, self.kl_from)
+
+    def step(self, epoch: int, i: int, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        cfg, device = self.config, self.device
+        idx_t = torch.as_tensor(idx)
+        x = augment(to_float(gather_batch(self.images, idx_t, device, cfg.pin_memory)), cfg.augment, self.gen)
+        x = to_memory_format(x, cfg.channels_last)
+        xg = gray_of_normalised(x, cfg.gray_mode, self.gen) if cfg.use_gray_view else None
+        y, y_g = self.lab_t[idx_t.to(device)], self.lab_g_t[idx_t.to(device)]
+        if dist.is_distributed():  # this rank's slice of the global batch
+            x, y, y_g = dist.shard_batch(x), dist.shard_batch(y), dist.shard_batch(y_g)
+            xg = dist.shard_batch(xg) if xg is not None else None
+        terms = step_losses(
+            cfg,
+            x,
+            xg,
+            y,
+            y_g,
+            self.train_rg,
+            self.train_g,
+            self.heads,
+            self.ema_rg,
+            self.ema_g,
+            self.kl,
+            self.sim,
+            self.tri,
+            self.ce_ls,
+            self.use_kl,
+            device,
+        )
+        self.terms = terms
+        logged = {k: v for k, v in terms.items() if not k.startswith("_")}
+        return sum(logged.values()), logged
+
+    def after_step(self) -> None:
+        if not self.classifier:
+            update_memories(self.mem_rg, self.mem_g, self.terms)
+        if self.ema_rg is not None:
+            ema_update(self.ema_rg, self.model_rg, self.config.ema_momentum)
+            if self.ema_g is not None:
+                ema_update(self.ema_g, self.model_g, self.config.ema_momentum)
+        self.terms = {}
+
+    def extra_state(self) -> dict:
+        return {"labels": self.labels, "label_file_sha256": self.file_sha}
+
+
 def run_cmam(
     config: CMAMConfig,
     source_records: Sequence[Record],
@@ -182,7 +364,8 @@ def run_cmam(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> CMAMResult:
-    """Train stage 1 on unlabeled source images.
+    """Train stage 1 on unlabeled source images (:class:`CMAMStage` through
+    :func:`cmamlib.training.driver.train`).
 
     Args:
         config: :class:`CMAMConfig`.
@@ -204,209 +387,16 @@ def run_cmam(
     Returns:
         :class:`CMAMResult`.
     """
-    cfg = config
-    cfg.validate()
-    if len(source_records) < 2:
-        raise ValueError(f"run_cmam: need source images, got {len(source_records)} records")
-    dist.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 1: ")
-    progress = progress and dist.is_main()
-    device = dist.local_device(resolve_device(cfg.device))
-    if images is None:
-        images = load_images(source_records, cfg.image_size, progress=progress, desc="source images")
-    if images.shape[0] != len(source_records):
-        raise ValueError(f"images has {images.shape[0]} rows for {len(source_records)} records")
-    true_ids = np.array([r.pid for r in source_records])  # diagnostics only
-    cams = np.array([r.camid for r in source_records]) if cfg.camera_centering else None
-    classifier = cfg.identity_loss == "classifier"
-    if classifier and cfg.label_file is None:
-        raise ValueError(
-            "stage 1 with identity_loss='classifier' needs label_file: a path,label CSV of source pseudo labels "
-            "(make one with `python -m cmamlib source-labels` or cmamlib.training.source_labels.run_source_labels, "
-            "or give another method's, e.g. PPLR's), or identity_loss='memory' to re-cluster every epoch"
-        )
-    file_labels = read_label_file(cfg.label_file, source_records) if cfg.label_file is not None else None
-    file_sha = file_sha256(cfg.label_file) if cfg.label_file is not None else None
-    shared_labels = cfg.label_space == "shared" or file_labels is not None
-
-    seed_everything(cfg.seed)
-    model_rg = _new_model(cfg, device)
-    model_g = _new_model(cfg, device) if cfg.use_aux_gray else None
-    if model_g is not None and cfg.shared_init:
-        model_g.load_state_dict(model_rg.state_dict())  # the same start, as two copies of ImageNet weights
-    nets = [m for m in (model_rg, model_g) if m is not None]
-    if cfg.sync_bn:
-        for m in nets:
-            dist.convert_sync_batchnorm(m, device)
-    cls_rg = cls_g = None
-    if classifier:  # one circle classifier per network over the fixed labels (noise left out)
-        n_cls = int(file_labels.max()) + 1
-        if n_cls < 1:
-            raise RuntimeError(f"stage 1: label_file {cfg.label_file} labels no image (all noise)")
-        cls_rg = CircleClassifier(model_rg.feat_dim, n_cls, cfg.circle_scale, cfg.circle_margin).to(device)
-        if model_g is not None:
-            cls_g = CircleClassifier(model_g.feat_dim, n_cls, cfg.circle_scale, cfg.circle_margin).to(device)
-    trained = nets + [c for c in (cls_rg, cls_g) if c is not None]
-    params = [p for m in trained for p in m.parameters()]
-    opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
-    scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
-    ema_rg = make_ema(model_rg) if cfg.ema else None
-    ema_g = make_ema(model_g) if (cfg.ema and model_g is not None) else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Checkpointer(run_dir if dist.is_main() else None)  # rank 0 writes
-    logger = JsonlLogger(None if run_dir is None or not dist.is_main() else Path(run_dir) / "log.jsonl")
-    start_epoch = 0
-    if run_dir is not None and not resume:
-        logger.start_fresh()  # a fresh run replaces an old log
-    train_seconds, n_seen = 0.0, 0
-    labels = np.full(len(source_records), -1)
-    modules = {"model_rg": model_rg, "model_g": model_g, "ema_rg": ema_rg, "ema_g": ema_g}
-    if classifier:
-        modules.update(classifier_rg=cls_rg, classifier_g=cls_g)
-    if resume and (state := dist.run_on_main(ckpt.load)) is not None:
-        check_resume_config(state, cfg, ckpt.path)
-        if state.get("label_file_sha256") != file_sha:
-            raise ValueError(
-                f"cannot resume from {ckpt.path}: label_file {cfg.label_file} changed since the run "
-                "started (another SHA-256); use another run folder or resume=False"
-            )
-        restore_training_state(state, modules, opt, scaler, gen)
-        start_epoch = int(state["epoch"]) + 1
-        train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
-        logger.truncate_to(start_epoch)
-    train_rg = dist.wrap_ddp(model_rg, device)  # the bare models themselves in one process
-    train_g = dist.wrap_ddp(model_g, device) if model_g is not None else None
-    train_cls_rg = dist.wrap_ddp(cls_rg, device) if cls_rg is not None else None
-    train_cls_g = dist.wrap_ddp(cls_g, device) if cls_g is not None else None
-
-    kl = SymmetricKL(reduction="sum" if cfg.kl_reduction == "sum" else "batchmean")
-    sim = SimilarityMatrixLoss("sum")
-    tri = TripletLoss(cfg.triplet_margin)
-    ce_ls = CrossEntropyLabelSmooth(cfg.label_smoothing)
-    kl_from = int(np.ceil(cfg.kl_start_fraction * cfg.epochs))
-    t0 = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        te = time.time()
-        if cfg.schedule == "two_runs" and epoch == kl_from and epoch > 0:
-            # run 2 of the code: run 1's weights, a fresh optimizer, scaler and schedule
-            opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
-            scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
-            for ema, m in ((ema_rg, model_rg), (ema_g, model_g)):
-                if ema is not None:
-                    ema.load_state_dict(m.state_dict())
-        if classifier:  # fixed labels: no features, no clustering, no memory
-            labels, labels_g = file_labels, file_labels
-            mem_rg = mem_g = None
-            row: dict = {"epoch": epoch, "phase": "fixed_labels", "cluster_seconds": time.time() - te}
-            row.update({f"labels_{k}": v for k, v in label_quality(labels, true_ids).items()})
-            row["label_file_sha256"] = file_sha
-            p = cfg.batch_size // cfg.num_instances
-            if int(labels.max()) + 1 < p:
-                raise RuntimeError(
-                    f"stage 1: label_file {cfg.label_file} has {int(labels.max()) + 1} labels, fewer than the P={p} "
-                    "identities a batch needs; lower batch_size / num_instances"
-                )
-            instance_phase = False
-        else:
-            labels, labels_g, mem_rg, mem_g, row, instance_phase = memory_epoch(
-                cfg,
-                epoch,
-                te,
-                model_rg,
-                model_g,
-                images,
-                device,
-                progress,
-                source_records,
-                file_labels,
-                file_sha,
-                cams,
-                true_ids,
-                shared_labels,
-            )
-        if cfg.schedule == "two_runs":
-            row["run"] = 1 if epoch < kl_from else 2
-
-        # ---- training ----------------------------------------------------------------
-        k = 1 if instance_phase else cfg.num_instances
-        # global batches on every rank; each rank trains on its slice (dist.shard_batch)
-        sampler = RandomIdentitySampler(labels, k, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1)
-        sampler.set_epoch(epoch)
-        batches = list(sampler.batches())
-        use_kl = cfg.kl_weight > 0 and epoch >= kl_from and shared_labels
-        for m in trained:
-            m.train()
-        lab_t = torch.from_numpy(labels).to(device)
-        lab_g_t = torch.from_numpy(labels_g).to(device)
-        heads = (train_cls_rg, train_cls_g) if classifier else (mem_rg, mem_g)
-        sums: dict[str, float] = {}
-        ts, seen0 = time.time(), n_seen
-        for i, idx in enumerate(
-            tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        ):
-            idx_t = torch.as_tensor(idx)
-            x = augment(to_float(gather_batch(images, idx_t, device, cfg.pin_memory)), cfg.augment, gen)
-            x = to_memory_format(x, cfg.channels_last)
-            xg = gray_of_normalised(x, cfg.gray_mode, gen) if cfg.use_gray_view else None
-            y, y_g = lab_t[idx_t.to(device)], lab_g_t[idx_t.to(device)]
-            if dist.is_distributed():  # this rank's slice of the global batch
-                x, y, y_g = dist.shard_batch(x), dist.shard_batch(y), dist.shard_batch(y_g)
-                xg = dist.shard_batch(xg) if xg is not None else None
-            set_lr(opt, _step_lr(cfg, epoch, i, len(batches), kl_from))
-            terms = step_losses(
-                cfg, x, xg, y, y_g, train_rg, train_g, heads, ema_rg, ema_g, kl, sim, tri, ce_ls, use_kl, device
-            )
-            loss = sum(v for k, v in terms.items() if not k.startswith("_"))
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if not classifier:
-                update_memories(mem_rg, mem_g, terms)
-            if ema_rg is not None:
-                ema_update(ema_rg, model_rg, cfg.ema_momentum)
-                if ema_g is not None:
-                    ema_update(ema_g, model_g, cfg.ema_momentum)
-            n_seen += len(idx)
-            for k, v in terms.items():
-                if not k.startswith("_"):
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-        epoch_train_seconds = time.time() - ts
-        train_seconds += epoch_train_seconds
-        sums = dist.all_reduce_mean(sums)  # the global-batch means (identity in one process)
-        row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
-        row.update({"batches": len(batches), "kl_on": use_kl, "lr_end": opt.param_groups[0]["lr"]})
-        row["seconds"] = time.time() - te
-        row["train_images_per_second"] = (n_seen - seen0) / max(epoch_train_seconds, 1e-9)
-        if dist.is_distributed():  # BN running stats of rank 0 everywhere, then prove the ranks agree
-            dist.sync_buffers([model_rg, model_g, ema_rg, ema_g])
-            row["world_size"] = dist.world_size()
-            row["rank_state_hashes"] = dist.all_gather_object(dist.state_hash(modules))
-        logger.log(row)
-        state = {
-            **training_state(modules, opt, scaler, gen),
-            "epoch": epoch,
-            "labels": labels,
-            "train_seconds": train_seconds,
-            "n_seen": n_seen,
-            "config": config_to_dict(cfg),
-            "label_file_sha256": file_sha,
-            "stage": "cmam",
-        }
-        ckpt.save(state)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-    for m in nets:
-        m.eval()
-    logger.close()
-    secs = time.time() - t0
+    stage = CMAMStage(config, source_records, images, progress)
+    res = train(stage, run_dir, resume, stage.progress, on_epoch_end)
     return CMAMResult(
-        model_rg=model_rg,
-        model_g=model_g,
-        history=logger.rows,
-        labels=labels,
-        seconds=secs,
-        images_per_second=n_seen / max(train_seconds, 1e-9),
-        config=cfg,
-        classifier_rg=cls_rg,
-        classifier_g=cls_g,
+        model_rg=stage.model_rg,
+        model_g=stage.model_g,
+        history=res.history,
+        labels=stage.labels,
+        seconds=res.seconds,
+        images_per_second=res.n_seen / max(res.train_seconds, 1e-9),
+        config=config,
+        classifier_rg=stage.cls_rg,
+        classifier_g=stage.cls_g,
     )

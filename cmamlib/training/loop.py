@@ -1,6 +1,6 @@
 """Pieces shared by the two unsupervised stages: image views, per-epoch feature
-extraction, EMA teachers, the fractional-epoch learning-rate schedule, and the
-checkpoint/resume bookkeeping of a run folder."""
+extraction, EMA teachers and the fractional-epoch learning-rate schedule (the run's
+resume / loop / checkpoint bookkeeping is :mod:`cmamlib.training.driver`'s)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from .. import distributed as dist
 from ..data.loading import iterate_batches
 from ..data.transforms import gray_view
 from ..features import extract_features
-from .common import lr_factor, rng_state, set_rng_state
+from .common import lr_factor
+
+# moved to the driver; importable from here as before
+from .driver import StopTraining, restore_training_state, training_state  # noqa: F401
 
 
 def gray_transform(mode: str, seed: int, skip: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -115,29 +118,3 @@ def epoch_lr(base_lr: float, epoch: int, i: int, steps: int, epochs: int, warmup
     scale = 1000
     t = int(scale * (epoch + i / max(steps, 1)))
     return base_lr * lr_factor(t, scale * epochs, scale * warmup_epochs)
-
-
-def training_state(modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator) -> dict:
-    """The resumable part of a checkpoint: ``modules`` state dicts under their names
-    (None for an absent module), optimiser, AMP scaler, batch generator and global RNGs."""
-    state: dict = {k: None if m is None else m.state_dict() for k, m in modules.items()}
-    state.update(optimizer=opt.state_dict(), scaler=scaler.state_dict(), gen=gen.get_state(), rng=rng_state())
-    return state
-
-
-def restore_training_state(
-    state: dict, modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator
-) -> None:
-    """Inverse of :func:`training_state`: load everything back in place (absent modules skipped)."""
-    for k, m in modules.items():
-        if m is not None:
-            m.load_state_dict(state[k])
-    opt.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    gen.set_state(state["gen"])
-    set_rng_state(state["rng"])
-
-
-class StopTraining(Exception):
-    """Raised by an ``on_epoch_end`` hook to stop a run after a checkpoint (tests use it
-    to simulate a killed run)."""

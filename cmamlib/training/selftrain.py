@@ -62,7 +62,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .. import distributed
 from ..clustering import camera_centre, label_quality
@@ -75,19 +74,15 @@ from ..memory import ClusterMemory
 from ..models import GeM, ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
 from .common import (
-    Checkpointer,
-    JsonlLogger,
-    check_resume_config,
-    config_to_dict,
     gather_batch,
     make_optimizer,
     make_scaler,
-    set_lr,
     to_memory_format,
     weights_fingerprint,
 )
+from .driver import Stage, train
 from .label_overrides import OVERRIDE_KEYS, _overrides_apply, apply_overrides, check_overrides  # noqa: F401
-from .loop import ema_update, epoch_lr, extract, fuse, make_ema, restore_training_state, training_state
+from .loop import ema_update, epoch_lr, extract, fuse, make_ema
 from .pseudo_labels import (  # noqa: F401
     EpochLabels,
     _cluster,
@@ -195,6 +190,276 @@ def _flatten(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
+class SelfTrainStage(Stage):
+    """Stage 2 as a :class:`cmamlib.training.driver.Stage`: per epoch the fused features,
+    the pseudo labels (rank 0, broadcast), one cluster memory per model and the sampler's
+    batches; per step the losses of :func:`_step_losses`, then the memory and EMA
+    updates. :func:`run_selftrain` is the entry point; the arguments are its own."""
+
+    name = "selftrain"
+    desc = "stage 2"
+
+    def __init__(
+        self,
+        config: SelfTrainConfig,
+        target_records: Sequence[Record],
+        images: torch.Tensor | None,
+        init_models: tuple[nn.Module, nn.Module | None] | None,
+        progress: bool,
+        label_overrides: Mapping[str, Any] | None,
+        eval_fn: Callable[[nn.Module, nn.Module | None], Mapping[str, Any]] | None,
+        eval_every: int,
+    ):
+        cfg = self.config = config
+        cfg.validate()
+        check_overrides(label_overrides)
+        if label_overrides and cfg.cluster_mode != "per_modality":
+            raise ValueError("label_overrides refer to per-modality clusters: use cluster_mode='per_modality'")
+        n = len(target_records)
+        if n < 2:
+            raise ValueError(f"run_selftrain: need target images, got {n} records")
+        self.label_overrides = label_overrides
+        self.eval_fn, self.eval_every = eval_fn, eval_every
+        self.is_ir = is_ir = np.array([r.modality == INFRARED for r in target_records], dtype=bool)
+        self.cams = np.array([r.camid for r in target_records])
+        self.vis_idx, self.ir_idx = np.flatnonzero(~is_ir), np.flatnonzero(is_ir)
+        if cfg.cluster_mode == "per_modality" and (len(self.vis_idx) < 2 or len(self.ir_idx) < 2):
+            raise ValueError(
+                f"run_selftrain: per-modality clustering needs both modalities; got {len(self.vis_idx)} visible "
+                f"and {len(self.ir_idx)} infrared records"
+            )
+        self.true_ids = np.array([r.pid for r in target_records])  # diagnostics only
+        distributed.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 2: ")
+        self.progress = progress = progress and distributed.is_main()
+        self.device = device = distributed.local_device(resolve_device(cfg.device))
+        if images is None:
+            images = load_images(target_records, cfg.image_size, progress=progress, desc="target images")
+        if images.shape[0] != n:
+            raise ValueError(f"images has {images.shape[0]} rows for {n} records")
+        self.images = images
+
+        seed_everything(cfg.seed)
+        if init_models is None:
+            model_a = _new_model(cfg)
+            model_b = _new_model(cfg) if cfg.two_models else None
+        else:
+            init_a, init_b = init_models
+            if init_a is None:
+                raise ValueError("init_models: model_a is None")
+            if cfg.two_models and init_b is None:
+                raise ValueError("init_models: model_b is None but two_models=True (pass F_g, or two_models=False)")
+            model_a = carry_over(init_a, cfg.init_carry)
+            model_b = carry_over(init_b, cfg.init_carry) if cfg.two_models else None
+        self.model_a = model_a = to_memory_format(model_a.to(device), cfg.channels_last).train()
+        if model_b is not None:
+            model_b = to_memory_format(model_b.to(device), cfg.channels_last).train()
+        self.model_b = model_b
+        self.nets = [m for m in (model_a, model_b) if m is not None]
+        self.init_fingerprint = weights_fingerprint(model_a, model_b)  # a resume must start from the same weights
+        if cfg.sync_bn:
+            for m in self.nets:
+                distributed.convert_sync_batchnorm(m, device)
+        self.train_modules = self.eval_modules = self.nets
+        self.opt = make_optimizer([p for m in self.nets for p in m.parameters()], cfg.lr, cfg.weight_decay)
+        self.scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
+        self.ema_a = make_ema(model_a) if (cfg.mutual_ema and model_b is not None) else None
+        self.ema_b = make_ema(model_b) if (cfg.mutual_ema and model_b is not None) else None
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.labels = np.full(n, -1, dtype=np.int64)
+        self.dbscan_counts: tuple[int, int] | None = None  # (visible, infrared) or (joint, joint)
+        self.modules = {"model_a": model_a, "model_b": model_b, "ema_a": self.ema_a, "ema_b": self.ema_b}
+        self.buffer_modules = [model_a, model_b, self.ema_a, self.ema_b]
+        self.kl_sym = SymmetricKL(reduction=cfg.kl_reduction, detach_teacher=cfg.kl_detach)
+        self.dist = DistanceMatrixLoss(detach_teacher=cfg.mutual_ema, reduction=cfg.dist_reduction)
+        self.p_ids = cfg.batch_size // cfg.num_instances
+        self.epochs = cfg.total_epochs
+
+    def check_resume(self, state: dict, path: Path | None) -> None:
+        overrides = self.label_overrides
+        if state.get("label_overrides") != (None if overrides is None else dict(overrides)):
+            raise ValueError(f"cannot resume from {path}: it was written with other label_overrides")
+        if state.get("init_fingerprint", self.init_fingerprint) != self.init_fingerprint:
+            raise ValueError(
+                f"cannot resume from {path}: it started from other initial models than "
+                "init_models (e.g. a retrained stage 1); use another run folder or resume=False"
+            )
+
+    def restore(self, state: dict) -> None:
+        self.labels, self.dbscan_counts = state["labels"], state["dbscan_counts"]
+
+    def wrap(self) -> None:
+        self.train_a = distributed.wrap_ddp(self.model_a, self.device)  # the bare models themselves in one process
+        self.train_b = distributed.wrap_ddp(self.model_b, self.device) if self.model_b is not None else None
+
+    def _pseudo_labels(
+        self, epoch: int, fused: torch.Tensor, kmeans_phase: bool, ks: tuple[int, int] | None
+    ) -> tuple[dict, np.ndarray, tuple[int, int]]:
+        """The epoch's labels from the fused features (run on rank 0): ``(log row, labels (N,), counts)``."""
+        cfg, true_ids, vis_idx, ir_idx = self.config, self.true_ids, self.vis_idx, self.ir_idx
+        row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}
+        if cfg.cluster_mode == "per_modality":
+            el = cluster_and_match(
+                fused, self.is_ir, self.cams, cfg, epoch, ks if kmeans_phase else None, self.label_overrides
+            )
+            row.update({f"vis_{k}": v for k, v in label_quality(el.raw_vis_labels, true_ids[vis_idx]).items()})
+            row.update({f"ir_{k}": v for k, v in label_quality(el.raw_ir_labels, true_ids[ir_idx]).items()})
+            row["pairs_matched"] = int(len(el.raw_pairs))
+            if el.overrides_applied:
+                row["overrides_applied"] = True
+            vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
+            row["pairs"] = int(len(pairs))
+            row["pairs_correct_fraction"] = pair_accuracy(pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx])
+            counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
+        else:  # joint: one clustering of both modalities, no matching
+            if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
+                fused = camera_centre(fused, self.cams)
+            k = ks[0] if kmeans_phase else None
+            labels = _cluster(fused, cfg, k, cfg.seed * 1000 + epoch)
+            for idx, pre in ((vis_idx, "vis"), (ir_idx, "ir")):
+                row.update({f"{pre}_{k}": v for k, v in label_quality(labels[idx], true_ids[idx]).items()})
+            # "pairs": joint clusters holding both modalities
+            both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
+            pairs = np.stack([both, both], 1)
+            row["pairs"] = int(len(pairs))
+            row["pairs_correct_fraction"] = pair_accuracy(
+                pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx]
+            )
+            counts = (int(labels.max(initial=-1)) + 1,) * 2
+        return row, labels, counts
+
+    def begin_epoch(self, epoch: int) -> tuple[dict, list[np.ndarray]]:
+        cfg, device, vis_idx, ir_idx = self.config, self.device, self.vis_idx, self.ir_idx
+        te = time.time()
+        kmeans_phase = epoch >= cfg.epochs
+        self.phase = (epoch - cfg.epochs, cfg.kmeans_epochs) if kmeans_phase else (epoch, cfg.epochs)
+        # ---- features ------------------------------------------------------------------
+        f_a, f_b, fused = selftrain_epoch_features(
+            self.model_a, self.model_b, self.images, cfg, epoch, device, self.progress, distributed=True
+        )
+        # ---- pseudo labels (on rank 0 in a distributed run, broadcast) ---------------------
+        ks = None
+        if kmeans_phase:
+            ks = _pair(cfg.kmeans_k) if cfg.kmeans_k is not None else self.dbscan_counts
+        method = "k-means" if kmeans_phase else "DBSCAN"
+        row, labels, counts = distributed.run_on_main(lambda: self._pseudo_labels(epoch, fused, kmeans_phase, ks))
+        if not kmeans_phase:
+            self.dbscan_counts = counts
+        self.labels = labels
+        row.update({f"unified_{k}": v for k, v in label_quality(labels, self.true_ids).items()})
+        n_ids = int(labels.max(initial=-1)) + 1
+        row["cross_ids"] = int(
+            len(np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0]))
+        )
+        if n_ids < self.p_ids:
+            raise RuntimeError(
+                f"stage 2, epoch {epoch}: {n_ids} pseudo identities after {method} ({cfg.cluster_mode}; visible "
+                f"clusters {row['vis_clusters']}, infrared clusters {row['ir_clusters']}, {row['pairs']} pairs, "
+                f"noise {row['unified_noise_fraction']:.0%}), fewer than the P={self.p_ids} identities a batch needs "
+                f"(batch_size {cfg.batch_size} / num_instances {cfg.num_instances}); raise eps (now {cfg.eps}), "
+                f"lower min_samples (now {cfg.min_samples}) or lower batch_size"
+            )
+        self.lab_t = lab_t = torch.from_numpy(labels).to(device)
+        self.mem_a = ClusterMemory(
+            self.model_a.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode
+        ).to(device)
+        self.mem_a.reset(f_a.to(device), lab_t)
+        self.mem_b = None
+        if self.model_b is not None:
+            self.mem_b = ClusterMemory(
+                self.model_b.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode
+            ).to(device)
+            self.mem_b.reset(f_b.to(device), lab_t)
+        row["cluster_seconds"] = time.time() - te
+        # ---- batches: global batches on every rank; each rank trains on its slice (distributed.shard_batch)
+        if cfg.sampler == "other_cameras":  # the code: anchor + other cameras, no modality quota
+            sampler = OtherCameraSampler(
+                labels,
+                self.cams,
+                cfg.num_instances,
+                cfg.batch_size,
+                cfg.seed,
+                cfg.iters_per_epoch,
+                rank=0,
+                world_size=1,
+            )
+        else:
+            sampler = CrossModalitySampler(
+                labels,
+                self.is_ir,
+                cfg.num_instances,
+                cfg.batch_size,
+                cfg.seed,
+                cfg.iters_per_epoch,
+                rank=0,
+                world_size=1,
+            )
+        sampler.set_epoch(epoch)
+        return row, list(sampler.batches())
+
+    def lr(self, epoch: int, i: int, n_batches: int) -> float:
+        cfg = self.config
+        return epoch_lr(cfg.lr, self.phase[0], i, n_batches, self.phase[1], cfg.warmup_epochs)
+
+    def step(self, epoch: int, i: int, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        cfg, device = self.config, self.device
+        idx_t = torch.as_tensor(idx)
+        x = augment(to_float(gather_batch(self.images, idx_t, device, cfg.pin_memory)), cfg.augment, self.gen)
+        x = to_memory_format(x, cfg.channels_last)
+        xg = gray_of_normalised(x, cfg.gray_mode, self.gen) if self.model_b is not None else None
+        y = self.y_all = self.lab_t[idx_t.to(device)]
+        if distributed.is_distributed():  # this rank's slice of the global batch
+            x, y = distributed.shard_batch(x), distributed.shard_batch(y)
+            xg = distributed.shard_batch(xg) if xg is not None else None
+        terms, self.upd = _step_losses(
+            cfg,
+            x,
+            xg,
+            y,
+            self.train_a,
+            self.train_b,
+            self.mem_a,
+            self.mem_b,
+            self.ema_a,
+            self.ema_b,
+            self.kl_sym,
+            self.dist,
+            device,
+        )
+        loss = sum(terms.values())
+        return loss, {**terms, "total": loss}
+
+    def after_step(self) -> None:
+        self.mem_a.update(self.upd[0], self.y_all)  # the global batch's features (gathered from every rank)
+        if self.mem_b is not None:
+            self.mem_b.update(self.upd[1], self.y_all)
+        if self.ema_a is not None:
+            ema_update(self.ema_a, self.model_a, self.config.ema_momentum)
+            ema_update(self.ema_b, self.model_b, self.config.ema_momentum)
+        self.upd = self.y_all = None
+
+    def end_epoch(self, epoch: int, row: dict) -> None:
+        last = epoch == self.epochs - 1
+        every = self.eval_every > 0 and (epoch + 1) % self.eval_every == 0
+        if self.eval_fn is None or not distributed.is_main() or not (last or every):
+            return
+        for mdl in self.nets:
+            mdl.eval()
+        with torch.no_grad():
+            res = self.eval_fn(self.model_a, self.model_b)
+        for mdl in self.nets:
+            mdl.train()
+        row.update(_flatten(res or {}, "eval_"))
+
+    def extra_state(self) -> dict:
+        overrides = self.label_overrides
+        return {
+            "labels": self.labels,
+            "dbscan_counts": self.dbscan_counts,
+            "label_overrides": None if overrides is None else dict(overrides),
+            "init_fingerprint": self.init_fingerprint,
+        }
+
+
 def run_selftrain(
     config: SelfTrainConfig,
     target_records: Sequence[Record],
@@ -208,7 +473,8 @@ def run_selftrain(
     eval_fn: Callable[[nn.Module, nn.Module | None], Mapping[str, Any]] | None = None,
     eval_every: int = 0,
 ) -> SelfTrainResult:
-    """Train stage 2 on unlabeled visible + infrared target images.
+    """Train stage 2 on unlabeled visible + infrared target images (:class:`SelfTrainStage`
+    through :func:`cmamlib.training.driver.train`).
 
     Args:
         config: :class:`SelfTrainConfig`.
@@ -227,7 +493,7 @@ def run_selftrain(
             that of an uninterrupted run.
         progress: progress bars.
         on_epoch_end: ``hook(epoch, log_row)`` after the epoch's checkpoint; raising
-            :class:`cmamlib.training.loop.StopTraining` stops the run.
+            :class:`cmamlib.training.driver.StopTraining` stops the run.
         label_overrides: corrections applied after every epoch's clustering and matching
             (:func:`apply_overrides`); an ``"epochs": [...]`` entry restricts them to
             those epochs. Per-modality mode only.
@@ -250,253 +516,16 @@ def run_selftrain(
             the counts and ``eps``).
         ValueError: a bad config, override dict, or a resume with another config.
     """
-    cfg = config
-    cfg.validate()
-    check_overrides(label_overrides)
-    if label_overrides and cfg.cluster_mode != "per_modality":
-        raise ValueError("label_overrides refer to per-modality clusters: use cluster_mode='per_modality'")
-    n = len(target_records)
-    if n < 2:
-        raise ValueError(f"run_selftrain: need target images, got {n} records")
-    is_ir = np.array([r.modality == INFRARED for r in target_records], dtype=bool)
-    cams = np.array([r.camid for r in target_records])
-    vis_idx, ir_idx = np.flatnonzero(~is_ir), np.flatnonzero(is_ir)
-    if cfg.cluster_mode == "per_modality" and (len(vis_idx) < 2 or len(ir_idx) < 2):
-        raise ValueError(
-            f"run_selftrain: per-modality clustering needs both modalities; got {len(vis_idx)} visible "
-            f"and {len(ir_idx)} infrared records"
-        )
-    true_ids = np.array([r.pid for r in target_records])  # diagnostics only
-    distributed.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 2: ")
-    progress = progress and distributed.is_main()
-    device = distributed.local_device(resolve_device(cfg.device))
-    if images is None:
-        images = load_images(target_records, cfg.image_size, progress=progress, desc="target images")
-    if images.shape[0] != n:
-        raise ValueError(f"images has {images.shape[0]} rows for {n} records")
-
-    seed_everything(cfg.seed)
-    if init_models is None:
-        model_a = _new_model(cfg)
-        model_b = _new_model(cfg) if cfg.two_models else None
-    else:
-        init_a, init_b = init_models
-        if init_a is None:
-            raise ValueError("init_models: model_a is None")
-        if cfg.two_models and init_b is None:
-            raise ValueError("init_models: model_b is None but two_models=True (pass F_g, or two_models=False)")
-        model_a = carry_over(init_a, cfg.init_carry)
-        model_b = carry_over(init_b, cfg.init_carry) if cfg.two_models else None
-    model_a = to_memory_format(model_a.to(device), cfg.channels_last).train()
-    if model_b is not None:
-        model_b = to_memory_format(model_b.to(device), cfg.channels_last).train()
-    nets = [m for m in (model_a, model_b) if m is not None]
-    init_fingerprint = weights_fingerprint(model_a, model_b)  # a resume must start from the same weights
-    if cfg.sync_bn:
-        for m in nets:
-            distributed.convert_sync_batchnorm(m, device)
-    opt = make_optimizer([p for m in nets for p in m.parameters()], cfg.lr, cfg.weight_decay)
-    scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
-    ema_a = make_ema(model_a) if (cfg.mutual_ema and model_b is not None) else None
-    ema_b = make_ema(model_b) if (cfg.mutual_ema and model_b is not None) else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Checkpointer(run_dir if distributed.is_main() else None)  # rank 0 writes
-    logger = JsonlLogger(None if run_dir is None or not distributed.is_main() else Path(run_dir) / "log.jsonl")
-    start_epoch, train_seconds, n_seen = 0, 0.0, 0
-    labels = np.full(n, -1, dtype=np.int64)
-    dbscan_counts: tuple[int, int] | None = None  # (visible, infrared) or (joint, joint)
-    modules = {"model_a": model_a, "model_b": model_b, "ema_a": ema_a, "ema_b": ema_b}
-    state = distributed.run_on_main(ckpt.load) if resume else None
-    if state is not None:
-        check_resume_config(state, cfg, ckpt.path)
-        if state.get("label_overrides") != (None if label_overrides is None else dict(label_overrides)):
-            raise ValueError(f"cannot resume from {ckpt.path}: it was written with other label_overrides")
-        if state.get("init_fingerprint", init_fingerprint) != init_fingerprint:
-            raise ValueError(
-                f"cannot resume from {ckpt.path}: it started from other initial models than "
-                "init_models (e.g. a retrained stage 1); use another run folder or resume=False"
-            )
-        restore_training_state(state, modules, opt, scaler, gen)
-        start_epoch = int(state["epoch"]) + 1
-        train_seconds, n_seen, labels = state["train_seconds"], state["n_seen"], state["labels"]
-        dbscan_counts = state["dbscan_counts"]
-        logger.truncate_to(start_epoch)
-    else:
-        logger.start_fresh()  # a fresh run replaces an old log
-
-    train_a = distributed.wrap_ddp(model_a, device)  # the bare models themselves in one process
-    train_b = distributed.wrap_ddp(model_b, device) if model_b is not None else None
-    kl_sym = SymmetricKL(reduction=cfg.kl_reduction, detach_teacher=cfg.kl_detach)
-    dist = DistanceMatrixLoss(detach_teacher=cfg.mutual_ema, reduction=cfg.dist_reduction)
-    p_ids = cfg.batch_size // cfg.num_instances
-    t0 = time.time()
-    for epoch in range(start_epoch, cfg.total_epochs):
-        te = time.time()
-        kmeans_phase = epoch >= cfg.epochs
-        phase_epoch, phase_len = (epoch - cfg.epochs, cfg.kmeans_epochs) if kmeans_phase else (epoch, cfg.epochs)
-        # ---- features ------------------------------------------------------------------
-        f_a, f_b, fused = selftrain_epoch_features(
-            model_a, model_b, images, cfg, epoch, device, progress, distributed=True
-        )
-
-        # ---- pseudo labels (on rank 0 in a distributed run, broadcast) ---------------------
-        if kmeans_phase:
-            ks = _pair(cfg.kmeans_k) if cfg.kmeans_k is not None else dbscan_counts
-        method = "k-means" if kmeans_phase else "DBSCAN"
-
-        def _pseudo_labels(fused: torch.Tensor = fused) -> tuple[dict, np.ndarray, tuple[int, int]]:
-            row: dict = {"epoch": epoch, "phase": "kmeans" if kmeans_phase else "dbscan"}
-            if cfg.cluster_mode == "per_modality":
-                el = cluster_and_match(fused, is_ir, cams, cfg, epoch, ks if kmeans_phase else None, label_overrides)
-                row.update({f"vis_{k}": v for k, v in label_quality(el.raw_vis_labels, true_ids[vis_idx]).items()})
-                row.update({f"ir_{k}": v for k, v in label_quality(el.raw_ir_labels, true_ids[ir_idx]).items()})
-                row["pairs_matched"] = int(len(el.raw_pairs))
-                if el.overrides_applied:
-                    row["overrides_applied"] = True
-                vis_lab, ir_lab, pairs, labels = el.vis_labels, el.ir_labels, el.pairs, el.labels
-                row["pairs"] = int(len(pairs))
-                row["pairs_correct_fraction"] = pair_accuracy(
-                    pairs, vis_lab, ir_lab, true_ids[vis_idx], true_ids[ir_idx]
-                )
-                counts = (int(row["vis_clusters"]), int(row["ir_clusters"]))
-            else:  # joint: one clustering of both modalities, no matching
-                if cfg.camera_centering:  # per camera, hence also per modality (cameras are modality-specific)
-                    fused = camera_centre(fused, cams)
-                k = ks[0] if kmeans_phase else None
-                labels = _cluster(fused, cfg, k, cfg.seed * 1000 + epoch)
-                for side, idx, pre in (("visible", vis_idx, "vis"), ("infrared", ir_idx, "ir")):
-                    row.update({f"{pre}_{k}": v for k, v in label_quality(labels[idx], true_ids[idx]).items()})
-                # "pairs": joint clusters holding both modalities
-                both = np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0])
-                pairs = np.stack([both, both], 1)
-                row["pairs"] = int(len(pairs))
-                row["pairs_correct_fraction"] = pair_accuracy(
-                    pairs, labels[vis_idx], labels[ir_idx], true_ids[vis_idx], true_ids[ir_idx]
-                )
-                counts = (int(labels.max(initial=-1)) + 1,) * 2
-            return row, labels, counts
-
-        row, labels, counts = distributed.run_on_main(_pseudo_labels)
-        if not kmeans_phase:
-            dbscan_counts = counts
-        row.update({f"unified_{k}": v for k, v in label_quality(labels, true_ids).items()})
-        n_ids = int(labels.max(initial=-1)) + 1
-        row["cross_ids"] = int(
-            len(np.intersect1d(labels[vis_idx][labels[vis_idx] >= 0], labels[ir_idx][labels[ir_idx] >= 0]))
-        )
-        if n_ids < p_ids:
-            raise RuntimeError(
-                f"stage 2, epoch {epoch}: {n_ids} pseudo identities after {method} ({cfg.cluster_mode}; visible "
-                f"clusters {row['vis_clusters']}, infrared clusters {row['ir_clusters']}, {row['pairs']} pairs, "
-                f"noise {row['unified_noise_fraction']:.0%}), fewer than the P={p_ids} identities a batch needs "
-                f"(batch_size {cfg.batch_size} / num_instances {cfg.num_instances}); raise eps (now {cfg.eps}), "
-                f"lower min_samples (now {cfg.min_samples}) or lower batch_size"
-            )
-        lab_t = torch.from_numpy(labels).to(device)
-        mem_a = ClusterMemory(model_a.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(device)
-        mem_a.reset(f_a.to(device), lab_t)
-        mem_b = None
-        if model_b is not None:
-            mem_b = ClusterMemory(model_b.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode).to(
-                device
-            )
-            mem_b.reset(f_b.to(device), lab_t)
-        row["cluster_seconds"] = time.time() - te
-
-        # ---- training ------------------------------------------------------------------
-        # global batches on every rank; each rank trains on its slice (distributed.shard_batch)
-        if cfg.sampler == "other_cameras":  # the code: anchor + other cameras, no modality quota
-            sampler = OtherCameraSampler(
-                labels, cams, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
-            )
-        else:
-            sampler = CrossModalitySampler(
-                labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
-            )
-        sampler.set_epoch(epoch)
-        batches = list(sampler.batches())
-        for mdl in nets:
-            mdl.train()
-        sums: dict[str, float] = {}
-        ts, seen0 = time.time(), n_seen
-        desc = f"stage 2 epoch {epoch + 1}/{cfg.total_epochs}"
-        for i, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
-            idx_t = torch.as_tensor(idx)
-            x = augment(to_float(gather_batch(images, idx_t, device, cfg.pin_memory)), cfg.augment, gen)
-            x = to_memory_format(x, cfg.channels_last)
-            xg = gray_of_normalised(x, cfg.gray_mode, gen) if model_b is not None else None
-            y = y_all = lab_t[idx_t.to(device)]
-            if distributed.is_distributed():  # this rank's slice of the global batch
-                x, y = distributed.shard_batch(x), distributed.shard_batch(y)
-                xg = distributed.shard_batch(xg) if xg is not None else None
-            set_lr(opt, epoch_lr(cfg.lr, phase_epoch, i, len(batches), phase_len, cfg.warmup_epochs))
-            terms, upd = _step_losses(cfg, x, xg, y, train_a, train_b, mem_a, mem_b, ema_a, ema_b, kl_sym, dist, device)
-            loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            mem_a.update(upd[0], y_all)  # the global batch's features (gathered from every rank)
-            if mem_b is not None:
-                mem_b.update(upd[1], y_all)
-            if ema_a is not None:
-                ema_update(ema_a, model_a, cfg.ema_momentum)
-                ema_update(ema_b, model_b, cfg.ema_momentum)
-            n_seen += len(idx)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["total"] = sums.get("total", 0.0) + float(loss.detach())
-        epoch_train_seconds = time.time() - ts
-        train_seconds += epoch_train_seconds
-        sums = distributed.all_reduce_mean(sums)  # the global-batch means (identity in one process)
-        row.update({f"loss_{k}": v / max(len(batches), 1) for k, v in sums.items()})
-        row.update({"batches": len(batches), "lr_end": opt.param_groups[0]["lr"]})
-        row["train_images_per_second"] = (n_seen - seen0) / max(epoch_train_seconds, 1e-9)
-        if distributed.is_distributed():  # BN running stats of rank 0 everywhere, then prove the ranks agree
-            distributed.sync_buffers([model_a, model_b, ema_a, ema_b])
-            row["world_size"] = distributed.world_size()
-            row["rank_state_hashes"] = distributed.all_gather_object(distributed.state_hash(modules))
-        last = epoch == cfg.total_epochs - 1
-        if (
-            eval_fn is not None
-            and distributed.is_main()
-            and (last or (eval_every > 0 and (epoch + 1) % eval_every == 0))
-        ):
-            for mdl in nets:
-                mdl.eval()
-            with torch.no_grad():
-                res = eval_fn(model_a, model_b)
-            for mdl in nets:
-                mdl.train()
-            row.update(_flatten(res or {}, "eval_"))
-        row["seconds"] = time.time() - te
-        logger.log(row)
-        state = {
-            **training_state(modules, opt, scaler, gen),
-            "epoch": epoch,
-            "labels": labels,
-            "dbscan_counts": dbscan_counts,
-            "train_seconds": train_seconds,
-            "n_seen": n_seen,
-            "config": config_to_dict(cfg),
-            "label_overrides": None if label_overrides is None else dict(label_overrides),
-            "init_fingerprint": init_fingerprint,
-            "stage": "selftrain",
-        }
-        ckpt.save(state)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-    for mdl in nets:
-        mdl.eval()
-    logger.close()
+    stage = SelfTrainStage(config, target_records, images, init_models, progress, label_overrides, eval_fn, eval_every)
+    res = train(stage, run_dir, resume, stage.progress, on_epoch_end)
     return SelfTrainResult(
-        model_a=model_a,
-        model_b=model_b,
-        history=logger.rows,
-        labels=labels,
-        seconds=time.time() - t0,
-        images_per_second=n_seen / max(train_seconds, 1e-9),
-        config=cfg,
+        model_a=stage.model_a,
+        model_b=stage.model_b,
+        history=res.history,
+        labels=stage.labels,
+        seconds=res.seconds,
+        images_per_second=res.n_seen / max(res.train_seconds, 1e-9),
+        config=config,
     )
 
 

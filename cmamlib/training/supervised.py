@@ -7,7 +7,6 @@ batch-hard triplet on the pooled feature (Luo et al., "Bag of Tricks", CVPRW 201
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..data.loading import load_images
 from ..data.readers import relabel
@@ -26,15 +24,14 @@ from ..losses import CrossEntropyLabelSmooth, TripletLoss
 from ..models import ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
 from .common import (
-    JsonlLogger,
     autocast,
     gather_batch,
     lr_factor,
     make_optimizer,
     make_scaler,
-    set_lr,
     to_memory_format,
 )
+from .driver import Stage, train
 
 
 @dataclass
@@ -103,6 +100,93 @@ class SupervisedResult:
     images_per_second: float
 
 
+class SupervisedStage(Stage):
+    """The supervised trainer as a :class:`cmamlib.training.driver.Stage`: one model and
+    a linear classifier over the identity labels; P x K batches (K/2 visible + K/2
+    infrared with ``cross_modality_batches``), the gray view of visible images with
+    probability ``gray_prob``, warm-up + cosine over all steps."""
+
+    name = "supervised"
+    desc = "supervised"
+    loss_prefix = ""
+
+    def __init__(
+        self, config: SupervisedConfig, records: Sequence[Record], images: torch.Tensor | None, progress: bool
+    ):
+        cfg = self.config = config
+        if not records:
+            raise ValueError("run_supervised: no training records")
+        seed_everything(cfg.seed)
+        self.device = device = resolve_device(cfg.device)
+        if images is None:
+            images = load_images(records, cfg.image_size, progress=progress)
+        if images.shape[0] != len(records):
+            raise ValueError(f"images has {images.shape[0]} rows for {len(records)} records")
+        self.images = images
+        labels = relabel([r.pid for r in records])
+        is_ir = np.array([r.modality == INFRARED for r in records])
+        n_cls = int(labels.max()) + 1
+        self.model = to_memory_format(
+            build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device), cfg.channels_last
+        )
+        self.classifier = nn.Linear(self.model.feat_dim, n_cls, bias=False).to(device)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        params = list(self.model.parameters()) + list(self.classifier.parameters())
+        self.opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
+        self.scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
+        self.ce = CrossEntropyLabelSmooth(cfg.label_smoothing)
+        self.tri = TripletLoss(cfg.triplet_margin)
+        if cfg.cross_modality_batches:
+            self.sampler = CrossModalitySampler(
+                labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch
+            )
+        else:
+            self.sampler = RandomIdentitySampler(
+                labels, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch
+            )
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.labels_t = torch.from_numpy(labels)
+        self.is_ir_t = torch.from_numpy(is_ir)
+        self.sampler.set_epoch(0)
+        steps_per_epoch = self.sampler.num_batches
+        self.total = steps_per_epoch * cfg.epochs
+        self.warm = steps_per_epoch * cfg.warmup_epochs
+        self.step_count = 0
+        self.epochs = cfg.epochs
+        self.modules = {"model": self.model, "classifier": self.classifier}
+        self.train_modules = [self.model]
+        self.eval_modules = [self.model]
+
+    def begin_epoch(self, epoch: int) -> tuple[dict, list[np.ndarray]]:
+        self.sampler.set_epoch(epoch)
+        return {"epoch": epoch}, list(self.sampler.batches())
+
+    def lr(self, epoch: int, i: int, n_batches: int) -> float:
+        return self.config.lr * lr_factor(self.step_count, self.total, self.warm)
+
+    def step(self, epoch: int, i: int, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        cfg, device = self.config, self.device
+        idx_t = torch.as_tensor(idx)
+        x = to_float(gather_batch(self.images, idx_t, device, cfg.pin_memory))
+        if cfg.gray_prob > 0:
+            sel = (torch.rand(len(idx), generator=self.gen) < cfg.gray_prob) & ~self.is_ir_t[idx_t]
+            if bool(sel.any()):
+                x[sel.to(device)] = gray_view(x[sel.to(device)], cfg.gray_mode, self.gen)
+        x = to_memory_format(augment(x, cfg.augment, self.gen), cfg.channels_last)
+        y = self.labels_t[idx_t].to(device)
+        with autocast(device, cfg.amp, cfg.amp_dtype):
+            out = self.model(x)
+            logits = self.classifier(out.bn_feat)
+            l_ce = self.ce(logits, y)
+            l_tri = self.tri(out.feat, y)
+            loss = l_ce + cfg.triplet_weight * l_tri
+        acc = (logits.argmax(1) == y).float().mean()
+        return loss, {"ce": l_ce, "triplet": l_tri, "acc": acc}
+
+    def after_step(self) -> None:
+        self.step_count += 1
+
+
 def run_supervised(
     config: SupervisedConfig,
     records: Sequence[Record],
@@ -110,90 +194,24 @@ def run_supervised(
     log_path: str | None = None,
     progress: bool = True,
 ) -> SupervisedResult:
-    """Train a :class:`ReIDNet` with identity labels.
+    """Train a :class:`ReIDNet` with identity labels (:class:`SupervisedStage` through
+    :func:`cmamlib.training.driver.train`).
 
     Args:
         config: the configuration.
         records: training records (their ``pid`` is the supervision).
         images: optional pre-decoded ``(N, 3, H, W)`` uint8 images of ``records``
             (:func:`cmamlib.data.loading.load_images`); decoded here otherwise.
-        log_path: optional JSON-lines log, one row per epoch.
+        log_path: optional JSON-lines log, one row per epoch (appended to).
     """
-    cfg = config
-    if not records:
-        raise ValueError("run_supervised: no training records")
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    if images is None:
-        images = load_images(records, cfg.image_size, progress=progress)
-    if images.shape[0] != len(records):
-        raise ValueError(f"images has {images.shape[0]} rows for {len(records)} records")
-    labels = relabel([r.pid for r in records])
-    is_ir = np.array([r.modality == INFRARED for r in records])
-    n_cls = int(labels.max()) + 1
-    model = to_memory_format(
-        build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device), cfg.channels_last
+    stage = SupervisedStage(config, records, images, progress)
+    res = train(stage, progress=progress, log_path=log_path)
+    return SupervisedResult(
+        model=stage.model,
+        history=res.history,
+        seconds=res.seconds,
+        images_per_second=res.n_seen / max(res.seconds, 1e-9),
     )
-    classifier = nn.Linear(model.feat_dim, n_cls, bias=False).to(device)
-    nn.init.normal_(classifier.weight, std=0.001)
-    params = list(model.parameters()) + list(classifier.parameters())
-    opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
-    scaler = make_scaler(device, cfg.amp, cfg.amp_dtype)
-    ce = CrossEntropyLabelSmooth(cfg.label_smoothing)
-    tri = TripletLoss(cfg.triplet_margin)
-    if cfg.cross_modality_batches:
-        sampler = CrossModalitySampler(labels, is_ir, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch)
-    else:
-        sampler = RandomIdentitySampler(labels, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    logger = JsonlLogger(log_path)
-    labels_t = torch.from_numpy(labels)
-    is_ir_t = torch.from_numpy(is_ir)
-    sampler.set_epoch(0)
-    steps_per_epoch = sampler.num_batches
-    total = steps_per_epoch * cfg.epochs
-    warm = steps_per_epoch * cfg.warmup_epochs
-    step = 0
-    t0 = time.time()
-    n_seen = 0
-    for epoch in range(cfg.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        sums = {"ce": 0.0, "triplet": 0.0, "acc": 0.0}
-        nb = 0
-        bar = tqdm(list(sampler.batches()), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for idx in bar:
-            idx_t = torch.as_tensor(idx)
-            x = to_float(gather_batch(images, idx_t, device, cfg.pin_memory))
-            if cfg.gray_prob > 0:
-                sel = (torch.rand(len(idx), generator=gen) < cfg.gray_prob) & ~is_ir_t[idx_t]
-                if bool(sel.any()):
-                    x[sel.to(device)] = gray_view(x[sel.to(device)], cfg.gray_mode, gen)
-            x = to_memory_format(augment(x, cfg.augment, gen), cfg.channels_last)
-            y = labels_t[idx_t].to(device)
-            set_lr(opt, cfg.lr * lr_factor(step, total, warm))
-            with autocast(device, cfg.amp, cfg.amp_dtype):
-                out = model(x)
-                logits = classifier(out.bn_feat)
-                l_ce = ce(logits, y)
-                l_tri = tri(out.feat, y)
-                loss = l_ce + cfg.triplet_weight * l_tri
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            nb += 1
-            n_seen += len(idx)
-            sums["ce"] += float(l_ce.detach())
-            sums["triplet"] += float(l_tri.detach())
-            sums["acc"] += float((logits.argmax(1) == y).float().mean())
-            bar.set_postfix(ce=f"{float(l_ce.detach()):.3f}", tri=f"{float(l_tri.detach()):.3f}")
-        logger.log({"epoch": epoch, **{k: v / max(nb, 1) for k, v in sums.items()}, "seconds": time.time() - t0})
-    secs = time.time() - t0
-    model.eval()
-    logger.close()
-    return SupervisedResult(model=model, history=logger.rows, seconds=secs, images_per_second=n_seen / max(secs, 1e-9))
 
 
 def supervised_run_path(runs_dir: str | Path, name: str, config: SupervisedConfig) -> Path:
