@@ -3,13 +3,18 @@ target, with its default (the authors' code where it settles one) and its check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from ..data.transforms import AugmentConfig
 from ..labeling import COSTS, UNEQUAL
-from .common import (
-    check_amp_dtype,
+from .config_parts import (
+    BackboneConfig,
+    ClusteringConfig,
+    ConfigParts,
+    MemoryConfig,
+    OptimConfig,
+    StageRuntimeConfig,
+    check_choices,
 )
 
 #: **The one switch** of the code-following stage-2 defaults: ``False`` keeps the defaults
@@ -57,166 +62,108 @@ TEST_FEATURES = ("fused", "a_pre_bnneck")
 
 
 @dataclass
-class SelfTrainConfig:
-    """Stage-2 configuration. Defaults: the CPU synthetic preset; paper-scale values are
-    in docs/method.md ("Defaults at paper scale"). Fields marked *reconstruction* are choices
-    neither the paper's abstract nor its code settles.
-
-    Attributes:
-        arch / width / last_stride / non_local / pretrained: backbone of freshly built
-            models (:func:`cmamlib.models.build_model`), used when ``run_selftrain`` gets
-            no ``init_models`` (random init: the "no stage 1" ablation).
-        image_size: ``(H, W)``; the authors use 384x128.
-        batch_size / num_instances: P x K batches; the code uses 128 = 8 x 16. K even with
-            ``sampler="cross_modality"``.
-        sampler: ``"cross_modality"`` (default, *reconstruction*: K/2 visible + K/2
-            infrared per pseudo identity with both modalities,
-            :class:`cmamlib.data.samplers.CrossModalitySampler`) or ``"other_cameras"``
-            (the code, fast-reid's ``BalancedIdentitySampler``: an anchor image, then K-1
-            images of its pseudo identity from cameras other than the anchor's where it
-            has any, no modality quota; :class:`cmamlib.data.samplers.OtherCameraSampler`).
-        init_carry: what carries over from ``init_models``: ``"all"`` (every weight and
-            buffer, BNNeck statistics and GeM ``p`` included; *reconstruction*) or
-            ``"backbone"`` (the code: the stage-2 head keys do not match stage 1's, so
-            only ``backbone.*`` loads; GeM ``p`` restarts at 3 and the BNNeck at weight 1,
-            bias 0, running mean 0, variance 1).
-        epochs: DBSCAN epochs (one re-clustering each); 0 allowed when ``kmeans_epochs >
-            0`` and ``kmeans_k`` is given (k-means only: the code on RegDB).
-        iters_per_epoch: batches per epoch; None = one pass over the pseudo-labelled
-            images (the sampler's pass); CPU default 6 epochs x 40 batches.
-        lr: Adam learning rate. 3.5e-3 here for the short CPU schedules from weak
-            (random-init or CPU stage-1) weights; the authors' code uses 1e-4 with 12k
-            iterations from ImageNet + stage-1 weights.
-        weight_decay / warmup_epochs: 5e-4; linear warm-up then cosine decay per
-            fractional epoch (:func:`cmamlib.training.loop.epoch_lr`; the schedule is
-            restarted for the k-means phase, *reconstruction*).
-        k1 / k2 / eps / min_samples: Jaccard + DBSCAN (the code's stage 2: 30, 6, 0.4, 4;
-            CPU default k1 15: SYSU-MM01-synth has about 10 visible and 5 infrared
-            training images per identity; the ``cpu-long`` preset clusters at that scale,
-            k1 5, k2 3, eps 0.5, min_samples 2, :mod:`cmamlib.presets`). Each is one value
-            for both modalities (the code) or a ``(visible, infrared)`` pair
-            (*reconstruction*: the modalities differ in images per identity and in
-            feature spread; :meth:`dbscan_params`); pairs need
-            ``cluster_mode="per_modality"``.
-        cluster_mode: ``"per_modality"`` (default, the code: cluster each modality, then
-            match) or ``"joint"`` (ablation: one clustering of both modalities, no
-            matching).
-        match_unequal / match_cost / match_threshold: :func:`cmamlib.labeling.match_clusters`
-            (``"ward_merge"``, ``"sqeuclidean"``, None: the code).
-        ward_space: centroids the Ward merge clusters (``match_unequal="ward_merge"``):
-            ``"l2"`` (*reconstruction*: L2-normalised cluster centroids, a merged group's
-            centroid the re-normalised mean of its normalised centroids) or ``"raw"`` (the
-            code: the raw cluster means, a merged group's centroid the mean of its
-            samples).
-        temperature / memory_momentum / memory_mode: cluster memories (0.05, 0.2, "mean":
-            the code).
-        two_models: train A and B (default); False = ablation: model A only, no mutual
-            terms, features of A alone.
-        gray_mode: gray view fed to B: ``"random_channel"`` (the code) or ``"luma"``.
-        kl_weight: weight of the mutual KL terms on memory logits (0.01, the code), both
-            directions.
-        kl_detach: detach the teacher of each KL direction (True, *reconstruction*); the
-            code (False) lets both directions' gradients flow into both models.
-        kl_reduction: ``"batchmean"`` (*reconstruction*: summed over the classes, averaged
-            over the batch) or ``"sum"`` (the code: summed over the batch too).
-        kl_mode: ``"plain"`` (``KL(softmax teacher || softmax student)`` per direction)
-            or ``"symmetric"`` (:class:`cmamlib.losses.SymmetricKL` per direction);
-            *reconstruction* of the exact form.
-        dist_weight / dist_reduction: weight of the distance-matrix term (0.05, the code)
-            and how it reduces the ``B x B`` entries: ``"mean"`` (*reconstruction*) or
-            ``"sum"`` (the authors' code, B = 128 there: 16,384 times the mean). Measured
-            on the synthetic benchmark (6 epochs, seeds 0 / 1,
-            ``reports/probes/stage2_code_scale.json``): the code's scale (the sum over
-            this preset's 64 x 64 entries, i.e. ``dist_weight=204.8`` with the mean)
-            gives the full method 16.6 ± 2.5 all-search mAP against 18.1 ± 1.2.
-            The code's KL terms are likewise summed over the batch rather than averaged
-            (``kl_weight=0.64`` with the mean at batch 64: 18.0 ± 1.9, the same).
-        mutual_ema / ema_momentum: teachers of the mutual terms are EMA copies of the
-            models (mean-teacher variant, off by default; 0.999).
-        fusion: ``"concat"`` (default) or ``"mean"`` fusion of the two models' features
-            for clustering.
-        augment: crop / flip / erasing of the training batches (the gray view of B is
-            taken from the augmented batch, so both models see the same crop).
-        camera_centering: centre the fused features per camera before clustering and
-            matching (:func:`cmamlib.clustering.camera_centre`; cameras are
-            modality-specific, so this also removes each modality's mean feature).
-            *Reconstruction*, as stage 1's ``camera_centering``: camera ids come from the
-            file names, no identity label is read.
-        kmeans_epochs: epochs of the optional second phase with spherical k-means per
-            modality (0: off). K per modality: ``kmeans_k`` (an int for both modalities
-            or ``(K_visible, K_infrared)``; ``cluster_mode="joint"`` uses the first), else
-            the cluster count of the last DBSCAN epoch (*reconstruction*: the authors'
-            K=400 encodes the known id count). k-means: sklearn ``KMeans`` on the
-            L2-normalised fused features (spherical k-means approximation).
-        test_feature: the feature the experiments report as the method's number
-            (:func:`cmamlib.experiments.stage2_feature_fns`): ``"fused"``
-            (*reconstruction*: ``fusion`` of A's and B's post-BNNeck features) or
-            ``"a_pre_bnneck"`` (the code: model A alone, its pre-BNNeck GeM feature,
-            flip-averaged, L2-normalised); the other one is reported too, under a suffix.
-            Training does not read it.
-        seed / device / amp: reproducibility and hardware.
-        amp_dtype / channels_last / pin_memory: GPU options, as documented in
-            :class:`cmamlib.training.supervised.SupervisedConfig`.
-        knn_backend: kNN of the Jaccard distance, as in
-            :class:`cmamlib.training.cmam.CMAMConfig` (``"torch"``, ``"faiss"``, ``"auto"``).
-        eval_batch_size: inference batch.
-        sync_bn: distributed runs (``torchrun``) only: BatchNorm statistics over the
-            global batch of all ranks (:func:`cmamlib.distributed.convert_sync_batchnorm`);
-            no effect in one process.
+class SelfTrainConfig(ConfigParts, StageRuntimeConfig, MemoryConfig, ClusteringConfig, OptimConfig, BackboneConfig):
+    """Stage-2 configuration: the shared parts (:mod:`cmamlib.training.config_parts`:
+    backbone, optimisation, clustering, memory, runtime) and stage 2's own fields, each
+    documented beside it. Defaults: the CPU synthetic preset (paper-scale values:
+    docs/method.md, "Defaults at paper scale"); *reconstruction* marks a choice neither the
+    paper's abstract nor its code settles. The backbone fields build the models only when
+    ``run_selftrain`` gets no ``init_models`` (random init: the "no stage 1" ablation).
     """
 
-    arch: str = "resnet18"
-    width: int = 16
-    last_stride: int = 1
-    non_local: bool = False
-    pretrained: str | None = None
-    image_size: tuple[int, int] = (64, 32)
-    batch_size: int = 64
+    # ---- optimisation: stage 2's values (the code: 128 = 8 x 16, Adam 1e-4, 12k iterations) --
+    #: K per pseudo identity; even with ``sampler="cross_modality"`` (K/2 per modality).
     num_instances: int = 8
-    sampler: str = "cross_modality"
-    init_carry: str = _code("init_carry")
+    #: DBSCAN epochs (one re-clustering each); 0 allowed when ``kmeans_epochs > 0`` and
+    #: ``kmeans_k`` is given (k-means only: the code on RegDB). CPU: 6 epochs x 40 batches.
     epochs: int = 6
     iters_per_epoch: int | None = 40
-    lr: float = 3.5e-3
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
+    #: ``"cross_modality"`` (*reconstruction*: K/2 visible + K/2 infrared per pseudo identity,
+    #: :class:`cmamlib.data.samplers.CrossModalitySampler`) or ``"other_cameras"`` (the code,
+    #: fast-reid's ``BalancedIdentitySampler``: an anchor, then K-1 images of its pseudo
+    #: identity from other cameras, no modality quota; :class:`cmamlib.data.samplers.OtherCameraSampler`).
+    sampler: str = "cross_modality"
+
+    # ---- clustering: one value for both modalities (the code) or a (visible, infrared) pair --
+    #: (*reconstruction*: the modalities differ in images per identity and feature spread;
+    #: :meth:`dbscan_params`); pairs need ``cluster_mode="per_modality"``. The code: 30, 6,
+    #: 0.4, 4; CPU k1 15 (SYSU-MM01-synth has about 10 visible + 5 infrared images per id).
     k1: int | tuple[int, int] = 15
     k2: int | tuple[int, int] = 6
     eps: float | tuple[float, float] = 0.4
     min_samples: int | tuple[int, int] = 4
+    #: ``"per_modality"`` (the code: cluster each modality, then match) or ``"joint"``
+    #: (ablation: one clustering of both modalities, no matching).
     cluster_mode: str = "per_modality"
+    #: unequal cluster counts (:func:`cmamlib.labeling.match_clusters`): ``"ward_merge"`` (the code).
     match_unequal: str = "ward_merge"
+    #: matching cost of two centroids: ``"sqeuclidean"`` (the code), ``"cosine"``, ``"inv_exp_cos"``.
     match_cost: str = "sqeuclidean"
+    #: pairs costlier than this stay unmatched; None: keep every pair (the code).
     match_threshold: float | None = None
+    #: Ward merge on ``"raw"`` centroids, a merged group's centroid the mean of its samples (the
+    #: code), or on ``"l2"``-normalised centroids, re-normalised means (*reconstruction*).
     ward_space: str = _code("ward_space")
-    temperature: float = 0.05
-    memory_momentum: float = 0.2
-    memory_mode: str = "mean"
+    #: epochs of the second phase with spherical k-means per modality (0: off; sklearn
+    #: ``KMeans`` on the L2-normalised fused features); its warm-up + cosine schedule starts
+    #: afresh (*reconstruction*).
+    kmeans_epochs: int = 0
+    #: K per modality (an int, or ``(K_visible, K_infrared)``; ``"joint"`` uses the first);
+    #: None: the last DBSCAN epoch's cluster counts (*reconstruction*: the authors' K=400
+    #: encodes the known id count).
+    kmeans_k: int | tuple[int, int] | None = None
+
+    # ---- models --------------------------------------------------------------------------------
+    #: what carries over from ``init_models``: ``"backbone"`` (the code: the head keys differ, so
+    #: GeM ``p`` restarts at 3 and the BNNeck fresh) or ``"all"`` (every weight and buffer; reconstruction).
+    init_carry: str = _code("init_carry")
+    #: train A and B; False: ablation, model A only, no mutual terms.
     two_models: bool = True
+    #: the gray view fed to B: ``"random_channel"`` (the code) or ``"luma"``.
     gray_mode: str = "random_channel"
+    #: fusion of A's and B's features for clustering: ``"concat"`` or ``"mean"``.
+    fusion: str = "concat"
+
+    # ---- mutual learning between A and B -----------------------------------------------------
+    #: weight of the KL terms on memory logits, both directions (0.01, the code).
     kl_weight: float = 0.01
+    #: ``"plain"`` (``KL(softmax teacher || softmax student)`` per direction) or ``"symmetric"``
+    #: (:class:`cmamlib.losses.SymmetricKL` per direction); *reconstruction* of the exact form.
     kl_mode: str = "plain"
+    #: detach each direction's teacher (*reconstruction*); the code (False) lets both
+    #: directions' gradients flow into both models.
     kl_detach: bool = _code("kl_detach")
+    #: ``"sum"`` (the code: over the batch and the classes) or ``"batchmean"`` (reconstruction).
     kl_reduction: str = _code("kl_reduction")
+    #: weight of the distance-matrix term (0.05, the code).
     dist_weight: float = 0.05
+    #: its reduction over the ``B x B`` entries: ``"sum"`` (the code) or ``"mean"`` (reconstruction).
     dist_reduction: str = _code("dist_reduction")
+    #: EMA (mean-teacher) copies as the mutual terms' teachers (off), and their momentum.
     mutual_ema: bool = False
     ema_momentum: float = 0.999
-    fusion: str = "concat"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    camera_centering: bool = True
-    kmeans_epochs: int = 0
-    kmeans_k: int | tuple[int, int] | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    amp_dtype: str = "float16"
-    channels_last: bool = False
-    pin_memory: bool = True
-    knn_backend: str = "torch"
-    eval_batch_size: int = 256
-    sync_bn: bool = False
+
+    # ---- reported feature ---------------------------------------------------------------------
+    #: the method's number (:func:`cmamlib.experiments.stage2_feature_fns`): ``"a_pre_bnneck"``
+    #: (the code: model A alone, pre-BNNeck GeM, flip-averaged, L2-normalised) or ``"fused"``
+    #: (``fusion`` of A's and B's post-BNNeck features); the other is reported under a suffix.
+    #: Training does not read it.
     test_feature: str = _code("test_feature")
+
+    CHOICES: ClassVar[dict[str, tuple]] = {
+        "cluster_mode": ("per_modality", "joint"),
+        "match_unequal": tuple(UNEQUAL),
+        "match_cost": tuple(COSTS),
+        "dist_reduction": ("mean", "sum"),
+        "kl_reduction": ("batchmean", "sum"),
+        "init_carry": ("all", "backbone"),
+        "ward_space": ("l2", "raw"),
+        "sampler": SAMPLERS,
+        "test_feature": TEST_FEATURES,
+        "kl_mode": ("plain", "symmetric"),
+        "fusion": ("concat", "mean"),
+        "gray_mode": ("random_channel", "luma"),
+    }
 
     @classmethod
     def authors_code(cls, **overrides: Any) -> "SelfTrainConfig":
@@ -234,31 +181,7 @@ class SelfTrainConfig:
         return tuple(k for k in CODE_DEFAULTS if k not in ("dist_reduction", "test_feature"))
 
     def validate(self) -> None:
-        check_amp_dtype(self.amp_dtype)
-        if self.knn_backend not in ("torch", "faiss", "auto"):
-            raise ValueError(f"knn_backend={self.knn_backend!r}: expected 'torch', 'faiss' or 'auto'")
-        if self.cluster_mode not in ("per_modality", "joint"):
-            raise ValueError(f"cluster_mode={self.cluster_mode!r}: expected 'per_modality' or 'joint'")
-        if self.match_unequal not in UNEQUAL:
-            raise ValueError(f"match_unequal={self.match_unequal!r}: expected one of {UNEQUAL}")
-        if self.match_cost not in COSTS:
-            raise ValueError(f"match_cost={self.match_cost!r}: expected one of {COSTS}")
-        if self.dist_reduction not in ("mean", "sum"):
-            raise ValueError(f"dist_reduction={self.dist_reduction!r}: expected 'mean' or 'sum'")
-        if self.kl_reduction not in ("batchmean", "sum"):
-            raise ValueError(f"kl_reduction={self.kl_reduction!r}: expected 'batchmean' or 'sum'")
-        if self.init_carry not in ("all", "backbone"):
-            raise ValueError(f"init_carry={self.init_carry!r}: expected 'all' or 'backbone'")
-        if self.ward_space not in ("l2", "raw"):
-            raise ValueError(f"ward_space={self.ward_space!r}: expected 'l2' or 'raw'")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler={self.sampler!r}: expected one of {SAMPLERS}")
-        if self.test_feature not in TEST_FEATURES:
-            raise ValueError(f"test_feature={self.test_feature!r}: expected one of {TEST_FEATURES}")
-        if self.kl_mode not in ("plain", "symmetric"):
-            raise ValueError(f"kl_mode={self.kl_mode!r}: expected 'plain' or 'symmetric'")
-        if self.fusion not in ("concat", "mean"):
-            raise ValueError(f"fusion={self.fusion!r}: expected 'concat' or 'mean'")
+        check_choices(self)
         if self.num_instances < 2 or (self.sampler == "cross_modality" and self.num_instances % 2):
             raise ValueError(
                 f"num_instances={self.num_instances}: expected an even K >= 2 (K/2 per modality)"

@@ -7,9 +7,9 @@ batch-hard triplet on the pooled feature (Luo et al., "Bag of Tricks", CVPRW 201
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from ..data.loading import load_images
 from ..data.readers import relabel
 from ..data.records import INFRARED, Record
 from ..data.samplers import CrossModalitySampler, RandomIdentitySampler
-from ..data.transforms import AugmentConfig, augment, gray_view, to_float
+from ..data.transforms import augment, gray_view, to_float
 from ..losses import CrossEntropyLabelSmooth, TripletLoss
 from ..models import ReIDNet, build_model
 from ..utils import resolve_device, seed_everything
@@ -31,65 +31,38 @@ from .common import (
     make_scaler,
     to_memory_format,
 )
+from .config_parts import BackboneConfig, ConfigParts, OptimConfig, RuntimeConfig, check_choices
 from .driver import Stage, train
 
 
 @dataclass
-class SupervisedConfig:
-    """Supervised training configuration (defaults: the CPU synthetic preset).
+class SupervisedConfig(ConfigParts, RuntimeConfig, OptimConfig, BackboneConfig):
+    """Supervised training configuration: the shared parts (:mod:`cmamlib.training.config_parts`:
+    backbone, optimisation, runtime) and the trainer's own fields, each documented beside it.
+    Defaults: the CPU synthetic preset."""
 
-    Attributes:
-        arch / width / last_stride: backbone (:func:`cmamlib.models.build_model`).
-        image_size: ``(H, W)`` input size.
-        batch_size / num_instances: P x K identity batches (K per identity).
-        epochs: training epochs; ``iters_per_epoch`` batches each (None: one pass).
-            The CPU default, 40 x 25 = 1,000 steps of 64 images whatever the training
-            set, was measured on the default synthetic preset: at 12 one-pass epochs
-            (180 steps for the IR-only model) the classifier had barely left chance
-            (cross entropy 5.35 of ln 240 = 5.48) and IR -> IR Rank-1 was 24%.
-        lr / weight_decay / warmup_epochs: Adam, linear warm-up, cosine decay. The CPU
-            default lr 3.5e-3 (ten times the re-ID ImageNet fine-tuning value 3.5e-4)
-            suits training from random init in 1,000 steps.
-        label_smoothing / triplet_margin / triplet_weight: loss settings.
-        gray_prob: probability that a *visible* training image is replaced by its gray
-            view (``gray_mode``); 0 disables (calibration model (c) uses it).
-        cross_modality_batches: K/2 visible + K/2 infrared per identity.
-        augment: spatial / photometric augmentation.
-        seed / device / amp: reproducibility and hardware.
-        amp_dtype: autocast dtype with ``amp`` on CUDA: ``"float16"`` (with a
-            GradScaler) or ``"bfloat16"`` (no scaler; Ampere and newer). On the CPU
-            ``amp`` autocasts to bfloat16 whatever this says: faster on CPUs with
-            AVX512-BF16 / AMX, slower on others (``benchmarks/bench_cpu_amp.py``).
-        channels_last: model and batches in ``channels_last`` memory format (GPU speed;
-            same values).
-        pin_memory: on CUDA, stage each batch in pinned memory and copy it
-            asynchronously (:func:`cmamlib.training.common.gather_batch`).
-    """
-
-    arch: str = "resnet18"
-    width: int = 16
-    last_stride: int = 1
-    image_size: tuple[int, int] = (64, 32)
-    batch_size: int = 64
-    num_instances: int = 4
+    #: 40 x 25 = 1,000 steps of 64 images whatever the training set (at 12 one-pass epochs the
+    #: IR-only calibration model's classifier had barely left chance).
     epochs: int = 40
     iters_per_epoch: int | None = 25
-    lr: float = 3.5e-3
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
+    #: label smoothing of the classifier's cross entropy (Bag of Tricks: 0.1).
     label_smoothing: float = 0.1
+    #: hinge margin of the batch-hard triplet on the pooled feature.
     triplet_margin: float = 0.3
+    #: weight of the triplet (0: off).
     triplet_weight: float = 1.0
+    #: probability that a *visible* training image is replaced by its gray view (0: off;
+    #: calibration models (c) and (d) use 0.5).
     gray_prob: float = 0.0
+    #: that gray view: ``"luma"`` or ``"random_channel"``.
     gray_mode: str = "luma"
+    #: K/2 visible + K/2 infrared images per identity in a batch.
     cross_modality_batches: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    amp_dtype: str = "float16"
-    channels_last: bool = False
-    pin_memory: bool = True
+
+    CHOICES: ClassVar[dict[str, tuple]] = {"gray_mode": ("random_channel", "luma")}
+
+    def validate(self) -> None:
+        check_choices(self)
 
 
 @dataclass
@@ -114,6 +87,7 @@ class SupervisedStage(Stage):
         self, config: SupervisedConfig, records: Sequence[Record], images: torch.Tensor | None, progress: bool
     ):
         cfg = self.config = config
+        cfg.validate()
         if not records:
             raise ValueError("run_supervised: no training records")
         seed_everything(cfg.seed)
@@ -127,7 +101,14 @@ class SupervisedStage(Stage):
         is_ir = np.array([r.modality == INFRARED for r in records])
         n_cls = int(labels.max()) + 1
         self.model = to_memory_format(
-            build_model(cfg.arch, width=cfg.width, last_stride=cfg.last_stride).to(device), cfg.channels_last
+            build_model(
+                cfg.arch,
+                width=cfg.width,
+                last_stride=cfg.last_stride,
+                non_local=cfg.non_local,
+                pretrained=cfg.pretrained,
+            ).to(device),
+            cfg.channels_last,
         )
         self.classifier = nn.Linear(self.model.feat_dim, n_cls, bias=False).to(device)
         nn.init.normal_(self.classifier.weight, std=0.001)
@@ -260,7 +241,7 @@ def run_supervised_cached(
             raise ValueError(
                 f"{path} was trained with another config (fields {diff}); use another runs folder or delete it"
             )
-        model = build_model(config.arch, width=config.width, last_stride=config.last_stride)
+        model = build_model(config.arch, width=config.width, last_stride=config.last_stride, non_local=config.non_local)
         model.load_state_dict(state["model"])
         model = model.to(resolve_device(config.device)).eval()
         secs = float(state.get("seconds", float("nan")))
