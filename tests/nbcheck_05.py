@@ -2,7 +2,7 @@
 
 import math
 
-REPORT_NAME = "05_inspector"
+REPORT_NAME = "05_pseudo_label_inspector"
 
 
 def check(m):

@@ -106,7 +106,7 @@ def test_make_reproduce_regenerates_the_readme_headline_and_the_results_page(tmp
             "source_mAP": 0.5,
         }
     ]
-    for name in ("02_cmam", "03_self_training"):
+    for name in ("02_cmam_pretraining", "03_self_training"):
         write_metrics(
             name,
             {"seeds": [0, 1], "trials": 10, "rows": rows, "goal": {"fraction_of_upper_bound_all_mAP": 0.31}},
