@@ -98,7 +98,7 @@ def fused_features(fns: Sequence[FeatureFn], how: str = "concat") -> FeatureFn:
     return lambda images: fuse([fn(images) for fn in fns], how)
 
 
-def evaluate_sysu_fn(fn: FeatureFn, data: SysuData, trials: int = 10) -> dict:
+def sysu_metrics(fn: FeatureFn, data: SysuData, trials: int = 10) -> dict:
     """SYSU-MM01 all-search and indoor-search (IR query -> visible gallery) of a feature
     function; returns ``{"all": EvalResult.to_dict(), "indoor": ...}``."""
     qf, gf = fn(data.query.images), fn(data.gallery.images)
@@ -106,7 +106,7 @@ def evaluate_sysu_fn(fn: FeatureFn, data: SysuData, trials: int = 10) -> dict:
     return {k: v.to_dict() for k, v in res.items()}
 
 
-def evaluate_market_fn(fn: FeatureFn, data: MarketData) -> dict:
+def market_metrics(fn: FeatureFn, data: MarketData) -> dict:
     """Source-domain diagnostic: Market-1501 visible query -> visible gallery (standard
     protocol, same-id same-camera gallery entries dropped)."""
     qf, gf = fn(data.query.images), fn(data.gallery.images)
@@ -117,7 +117,7 @@ def evaluate_market_fn(fn: FeatureFn, data: MarketData) -> dict:
 
 
 def brief(res: dict) -> dict:
-    """``{"all": {R1, mAP, ...mean}, "indoor": ...}`` from :func:`evaluate_sysu_fn`."""
+    """``{"all": {R1, mAP, ...mean}, "indoor": ...}`` from :func:`sysu_metrics`."""
     return {k: v["mean"] for k, v in res.items()}
 
 
@@ -141,7 +141,7 @@ def mean_std(rows: Sequence[dict], keys: Sequence[str]) -> dict:
 
 def sysu_row(fn: FeatureFn, sysu: SysuData, trials: int) -> dict:
     """``{all_R1, ..., indoor_mINP}`` means over the SYSU trials of a feature function."""
-    res = brief(evaluate_sysu_fn(fn, sysu, trials))
+    res = brief(sysu_metrics(fn, sysu, trials))
     return {
         f"{mode}_{k}": v for mode, m in res.items() for k, v in m.items() if k in ("R1", "R10", "R20", "mAP", "mINP")
     }
@@ -156,7 +156,7 @@ def stage1_metrics(
     fn = model_features(model, feature=feature)
     row = sysu_row(fn, sysu, trials)
     if market is not None:
-        src = evaluate_market_fn(fn, market)
+        src = market_metrics(fn, market)
         row.update(source_R1=src["R1"], source_mAP=src["mAP"])
     return row
 

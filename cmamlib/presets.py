@@ -365,7 +365,7 @@ PRESETS: dict[str, dict] = {
     # one run, batch-mean KL; stage 2 carrying the whole network, fused test feature...), so it keeps
     # them: EARLIER_DEFAULTS of cmamlib.training.cmam and cmamlib.training.selftrain_config.
     # Luma helps here because the generator renders infrared as 0.9 x luma + 0.1 x (material + dye)
-    # (cmamlib/data/synth.py, ir_luma_weight): a property of the synthetic benchmark, not evidence for real
+    # (cmamlib/data/synth/config.py, ir_luma_weight): a property of the synthetic benchmark, not evidence for real
     # data, where the code's random channel stays the default.
     "cpu-long": {
         "description": "the best measured CPU synthetic setting (reconstruction): cpu-default with 24 stage-2 "

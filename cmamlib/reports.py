@@ -196,7 +196,8 @@ def _render_gray(m: dict) -> list[str]:
 @section("02_cmam_pretraining")
 def _render_cmam(m: dict) -> list[str]:
     out = [
-        f"**Stage 1 ablation** (`reports/02_cmam_pretraining/metrics.json`; direct transfer of F_rg to SYSU-MM01-synth, "
+        "**Stage 1 ablation** (`reports/02_cmam_pretraining/metrics.json`; "
+        "direct transfer of F_rg to SYSU-MM01-synth, "
         f"{_seeds_note(m)}; %):",
         "",
     ]
@@ -342,7 +343,8 @@ def _render_inspector(m: dict) -> list[str]:
     c = m.get("clusters", {})
     v, i = c.get("visible", {}), c.get("infrared", {})
     out = [
-        f"**Pseudo labels seen by the inspector** (`reports/05_pseudo_label_inspector/metrics.json`; stage-2 `{m.get('variant')}` "
+        "**Pseudo labels seen by the inspector** (`reports/05_pseudo_label_inspector/metrics.json`; "
+        f"stage-2 `{m.get('variant')}` "
         f"run, seed {m.get('seed')}, the clustering its next epoch would use"
         + (", SMOKE run" if m.get("smoke") else "")
         + "): "
@@ -365,7 +367,8 @@ def _render_inspector(m: dict) -> list[str]:
 @section("02_cmam_pretraining", block="headline")
 def _headline_cmam(m: dict) -> list[str]:
     out = [
-        f"**Stage 1 ablation**, direct transfer of F_rg to SYSU-MM01-synth (`reports/02_cmam_pretraining/metrics.json`, "
+        "**Stage 1 ablation**, direct transfer of F_rg to SYSU-MM01-synth "
+        "(`reports/02_cmam_pretraining/metrics.json`, "
         f"{_seeds_note(m)}; all-search mAP, %):",
         "",
     ]
