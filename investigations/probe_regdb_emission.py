@@ -10,6 +10,9 @@ overrides for the generated tree, e.g. ``"{'thermal_model': 'legacy', 'thermal_l
 
     python investigations/probe_regdb_emission.py --out /tmp/regdb_probe [--epochs 12] [--curve] [--synth "{...}"]
 
+It also prints the training identities' own V->T R1 and the last epoch's accuracy and
+triplet loss (memorised links on the training ids vs a feature that transfers).
+
 Cost: about 30 s of training per 300 steps on 2 cores, plus 7 s of rendering.
 Findings: ``investigations/regdb_emission.md``.
 """
@@ -55,7 +58,7 @@ def main() -> None:
     import cmamlib.data.transforms as transforms
     from cmamlib import calibration, experiments
     from cmamlib.data import synth
-    from cmamlib.training.supervised import SupervisedConfig
+    from cmamlib.training.supervised import SupervisedConfig, run_supervised
 
     if args.curve:
         transforms.gray_luma = _curve_gray(transforms.gray_luma)
@@ -67,7 +70,8 @@ def main() -> None:
         SupervisedConfig(image_size=(64, 32), epochs=args.epochs, iters_per_epoch=25, seed=args.seed),
     )
     t0 = time.time()
-    model = experiments.supervised_run(cfg, None, None, progress=False, train=d.train)
+    res = run_supervised(cfg, d.train.records, d.train.images, progress=False)
+    model = res.model.eval()
     fn = experiments.model_features(model)
     fv, ft = fn(d.visible.images), fn(d.thermal.images)
     pv = np.array([r.pid for r in d.visible.records])
@@ -79,6 +83,13 @@ def main() -> None:
         return float((p[s.argmax(1).numpy()] == p).mean())
 
     row = experiments.regdb_row(fn, d)
+    # the training identities' own cross-modality retrieval: memorised or learned?
+    ftr = fn(d.train.images)
+    ptr = np.array([r.pid for r in d.train.records])
+    vis = np.array([r.modality == "visible" for r in d.train.records])
+    s_tr = ftr[torch.from_numpy(vis)] @ ftr[torch.from_numpy(~vis)].T
+    train_v2t = float((ptr[~vis][s_tr.argmax(1).numpy()] == ptr[vis]).mean())
+    last = res.history[-1]
     print(
         json.dumps(
             {
@@ -88,6 +99,9 @@ def main() -> None:
                 "seconds": round(time.time() - t0, 1),
                 "V->V loo R1": loo(fv, pv),
                 "T->T loo R1": loo(ft, pt),
+                "train V->T R1": train_v2t,
+                "train acc (last epoch)": round(last["acc"], 4),
+                "train triplet (last epoch)": round(last["triplet"], 4),
                 **{k: round(v, 4) for k, v in row.items() if k.endswith(("R1", "mAP"))},
             }
         )
