@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12, help="x 25 steps of 64 images")
     ap.add_argument("--split", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"), help="input size (64 32)")
     ap.add_argument("--curve", action="store_true", help="random gray-level curve instead of the luma gray view")
     args = ap.parse_args()
 
@@ -64,10 +65,10 @@ def main() -> None:
         transforms.gray_luma = _curve_gray(transforms.gray_luma)
     cfg_synth = replace(synth.PRESETS["default"], **ast.literal_eval(args.synth))
     synth.generate(args.out, cfg_synth, seed=0, datasets=("regdb",), progress=False)
-    d = experiments.load_regdb(Path(args.out) / "RegDB-synth", args.split, (64, 32), progress=False)
+    d = experiments.load_regdb(Path(args.out) / "RegDB-synth", args.split, tuple(args.size), progress=False)
     cfg = calibration.model_config(
         "visible_infrared",
-        SupervisedConfig(image_size=(64, 32), epochs=args.epochs, iters_per_epoch=25, seed=args.seed),
+        SupervisedConfig(image_size=tuple(args.size), epochs=args.epochs, iters_per_epoch=25, seed=args.seed),
     )
     t0 = time.time()
     res = run_supervised(cfg, d.train.records, d.train.images, progress=False)
@@ -96,6 +97,7 @@ def main() -> None:
                 "synth": args.synth,
                 "curve": args.curve,
                 "steps": args.epochs * 25,
+                "size": list(args.size),
                 "seconds": round(time.time() - t0, 1),
                 "V->V loo R1": loo(fv, pv),
                 "T->T loo R1": loo(ft, pt),
