@@ -70,7 +70,6 @@ import torch
 from .. import distributed as dist
 from ..clustering import label_quality
 from ..data.label_files import file_sha256, read_label_file
-from ..data.loading import load_images
 from ..data.records import Record
 from ..data.samplers import RandomIdentitySampler
 from ..data.transforms import augment, gray_of_normalised, to_float
@@ -81,7 +80,7 @@ from .cmam_config import CODE_DEFAULTS, EARLIER_DEFAULTS, FOLLOW_CODE_DEFAULTS, 
 from .cmam_memory import memory_epoch, train_mode_features
 from .cmam_step import step_losses, update_memories
 from .common import gather_batch, make_optimizer, make_scaler, to_memory_format
-from .driver import Stage, train
+from .driver import Stage, train, training_images
 from .loop import ema_update, epoch_lr, make_ema
 
 __all__ = [
@@ -181,11 +180,8 @@ class CMAMStage(Stage):
         dist.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 1: ")
         self.progress = progress = progress and dist.is_main()
         self.device = device = dist.local_device(resolve_device(cfg.device))
-        if images is None:
-            images = load_images(source_records, cfg.image_size, progress=progress, desc="source images")
-        if images.shape[0] != len(source_records):
-            raise ValueError(f"images has {images.shape[0]} rows for {len(source_records)} records")
-        self.images, self.records = images, source_records
+        self.images = training_images(source_records, images, cfg.image_size, progress, "source images")
+        self.records = source_records
         self.true_ids = np.array([r.pid for r in source_records])  # diagnostics only
         self.cams = np.array([r.camid for r in source_records]) if cfg.camera_centering else None
         self.classifier = classifier = cfg.identity_loss == "classifier"

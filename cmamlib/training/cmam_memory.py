@@ -24,7 +24,7 @@ from .common import (
     autocast,
 )
 from .loop import (
-    extract,
+    epoch_features,
     fuse,
     gray_transform,
 )
@@ -87,31 +87,9 @@ def memory_epoch(
     """Memory mode, start of an epoch: features, pseudo labels (or the file's), and the
     two cluster memories initialised at the cluster centroids. Returns ``(labels,
     labels_g, mem_rg, mem_g, log_row, instance_phase)``."""
-    f_rgb = extract(
-        model_rg,
-        images,
-        device,
-        cfg.eval_batch_size,
-        amp=cfg.amp,
-        amp_dtype=cfg.amp_dtype,
-        progress=progress,
-        desc="features F_rg",
-        distributed=True,
-    )
+    f_rgb = epoch_features(model_rg, images, cfg, device, progress=progress, desc="features F_rg")
     f_gray = (
-        extract(
-            model_g,
-            images,
-            device,
-            cfg.eval_batch_size,
-            gray=cfg.gray_mode,
-            seed=cfg.seed * 1000 + epoch,
-            amp=cfg.amp,
-            amp_dtype=cfg.amp_dtype,
-            progress=progress,
-            desc="features F_g",
-            distributed=True,
-        )
+        epoch_features(model_g, images, cfg, device, gray_epoch=epoch, progress=progress, desc="features F_g")
         if model_g is not None
         else None
     )

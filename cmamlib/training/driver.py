@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,9 +34,19 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .. import distributed as dist
+from ..data.loading import load_images
+from ..data.records import Record
 from .common import Checkpointer, JsonlLogger, check_resume_config, config_to_dict, rng_state, set_lr, set_rng_state
 
-__all__ = ["DriverResult", "Stage", "StopTraining", "restore_training_state", "train", "training_state"]
+__all__ = [
+    "DriverResult",
+    "Stage",
+    "StopTraining",
+    "restore_training_state",
+    "train",
+    "training_images",
+    "training_state",
+]
 
 
 def training_state(modules: dict[str, nn.Module | None], opt, scaler, gen: torch.Generator) -> dict:
@@ -63,6 +73,22 @@ def restore_training_state(
 class StopTraining(Exception):
     """Raised by an ``on_epoch_end`` hook to stop a run after a checkpoint (tests use it
     to simulate a killed run)."""
+
+
+def training_images(
+    records: Sequence[Record],
+    images: torch.Tensor | None,
+    size: tuple[int, int],
+    progress: bool,
+    desc: str = "decoding",
+) -> torch.Tensor:
+    """A stage's training images: ``images`` ``(N, 3, H, W)`` uint8 as given (decoded at ``size``
+    here when None), checked to hold one row per record."""
+    if images is None:
+        images = load_images(records, size, progress=progress, desc=desc)
+    if images.shape[0] != len(records):
+        raise ValueError(f"images has {images.shape[0]} rows for {len(records)} records")
+    return images
 
 
 class Stage:

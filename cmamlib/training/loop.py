@@ -5,7 +5,7 @@ resume / loop / checkpoint bookkeeping is :mod:`cmamlib.training.driver`'s)."""
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -78,6 +78,35 @@ def extract(
     batches = iterate_batches(images, batch_size, device=device, transform=tf)
     return extract_features(
         model, batches, device=device, amp=amp, amp_dtype=amp_dtype, progress=progress, desc=desc, feature=feature
+    )
+
+
+def epoch_features(
+    model: nn.Module,
+    images: torch.Tensor,
+    cfg: Any,
+    device: torch.device,
+    gray_epoch: int | None = None,
+    progress: bool = False,
+    desc: str = "features",
+    distributed: bool = True,
+) -> torch.Tensor:
+    """:func:`extract` with a stage config's extraction settings (``eval_batch_size``,
+    ``amp``, ``amp_dtype``): the features a stage clusters on between its epochs.
+    ``gray_epoch``: feed the gray view (``cfg.gray_mode``, generator seeded
+    ``cfg.seed * 1000 + gray_epoch``) instead of the image."""
+    gray = {} if gray_epoch is None else {"gray": cfg.gray_mode, "seed": cfg.seed * 1000 + gray_epoch}
+    return extract(
+        model,
+        images,
+        device,
+        cfg.eval_batch_size,
+        amp=cfg.amp,
+        amp_dtype=cfg.amp_dtype,
+        progress=progress,
+        desc=desc,
+        distributed=distributed,
+        **gray,
     )
 
 

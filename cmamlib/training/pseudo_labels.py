@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..clustering import camera_centre, cluster_majority, pseudo_labels
 from ..labeling import cluster_centroids, match_clusters, unify_labels
 from .label_overrides import _overrides_apply, apply_overrides, check_overrides
-from .loop import extract, fuse
+from .loop import epoch_features, fuse
 from .selftrain_config import SelfTrainConfig
 
 # --------------------------------------------------------------------------------------
@@ -291,28 +291,15 @@ def selftrain_epoch_features(
         ``fused`` is the input of :func:`cluster_and_match`.
     """
     dev = torch.device(device) if device is not None else next(model_a.parameters()).device
-    f_a = extract(
-        model_a,
-        images,
-        dev,
-        cfg.eval_batch_size,
-        amp=cfg.amp,
-        amp_dtype=cfg.amp_dtype,
-        progress=progress,
-        desc="features A",
-        distributed=distributed,
-    )
+    f_a = epoch_features(model_a, images, cfg, dev, progress=progress, desc="features A", distributed=distributed)
     f_b = None
     if model_b is not None:
-        f_b = extract(
+        f_b = epoch_features(
             model_b,
             images,
+            cfg,
             dev,
-            cfg.eval_batch_size,
-            gray=cfg.gray_mode,
-            seed=cfg.seed * 1000 + epoch,
-            amp=cfg.amp,
-            amp_dtype=cfg.amp_dtype,
+            gray_epoch=epoch,
             progress=progress,
             desc="features B (gray)",
             distributed=distributed,

@@ -65,7 +65,6 @@ import torch.nn as nn
 
 from .. import distributed
 from ..clustering import camera_centre, label_quality
-from ..data.loading import load_images
 from ..data.records import INFRARED, Record
 from ..data.samplers import CrossModalitySampler, OtherCameraSampler
 from ..data.transforms import augment, gray_of_normalised, to_float
@@ -80,7 +79,7 @@ from .common import (
     to_memory_format,
     weights_fingerprint,
 )
-from .driver import Stage, train
+from .driver import Stage, train, training_images
 from .label_overrides import OVERRIDE_KEYS, _overrides_apply, apply_overrides, check_overrides  # noqa: F401
 from .loop import ema_update, epoch_lr, extract, fuse, make_ema
 from .pseudo_labels import (  # noqa: F401
@@ -232,11 +231,7 @@ class SelfTrainStage(Stage):
         distributed.check_batch_split(cfg.batch_size, cfg.num_instances, "stage 2: ")
         self.progress = progress = progress and distributed.is_main()
         self.device = device = distributed.local_device(resolve_device(cfg.device))
-        if images is None:
-            images = load_images(target_records, cfg.image_size, progress=progress, desc="target images")
-        if images.shape[0] != n:
-            raise ValueError(f"images has {images.shape[0]} rows for {n} records")
-        self.images = images
+        self.images = training_images(target_records, images, cfg.image_size, progress, "target images")
 
         seed_everything(cfg.seed)
         if init_models is None:
@@ -359,40 +354,24 @@ class SelfTrainStage(Stage):
                 f"lower min_samples (now {cfg.min_samples}) or lower batch_size"
             )
         self.lab_t = lab_t = torch.from_numpy(labels).to(device)
-        self.mem_a = ClusterMemory(
-            self.model_a.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode
-        ).to(device)
-        self.mem_a.reset(f_a.to(device), lab_t)
-        self.mem_b = None
-        if self.model_b is not None:
-            self.mem_b = ClusterMemory(
-                self.model_b.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode
-            ).to(device)
-            self.mem_b.reset(f_b.to(device), lab_t)
+
+        def memory(model: nn.Module, feats: torch.Tensor) -> ClusterMemory:  # at the centroids of its own features
+            mem = ClusterMemory(model.feat_dim, n_ids, cfg.temperature, cfg.memory_momentum, cfg.memory_mode)
+            mem = mem.to(device)
+            mem.reset(feats.to(device), lab_t)
+            return mem
+
+        self.mem_a = memory(self.model_a, f_a)
+        self.mem_b = memory(self.model_b, f_b) if self.model_b is not None else None
         row["cluster_seconds"] = time.time() - te
         # ---- batches: global batches on every rank; each rank trains on its slice (distributed.shard_batch)
-        if cfg.sampler == "other_cameras":  # the code: anchor + other cameras, no modality quota
-            sampler = OtherCameraSampler(
-                labels,
-                self.cams,
-                cfg.num_instances,
-                cfg.batch_size,
-                cfg.seed,
-                cfg.iters_per_epoch,
-                rank=0,
-                world_size=1,
-            )
-        else:
-            sampler = CrossModalitySampler(
-                labels,
-                self.is_ir,
-                cfg.num_instances,
-                cfg.batch_size,
-                cfg.seed,
-                cfg.iters_per_epoch,
-                rank=0,
-                world_size=1,
-            )
+        # the code's anchor + other cameras (no modality quota), or K/2 per modality
+        sampler_cls, groups = (
+            (OtherCameraSampler, self.cams) if cfg.sampler == "other_cameras" else (CrossModalitySampler, self.is_ir)
+        )
+        sampler = sampler_cls(
+            labels, groups, cfg.num_instances, cfg.batch_size, cfg.seed, cfg.iters_per_epoch, rank=0, world_size=1
+        )
         sampler.set_epoch(epoch)
         return row, list(sampler.batches())
 

@@ -35,7 +35,7 @@ from ..data.records import Record
 from ..utils import resolve_device
 from .cmam import CMAMConfig, run_cmam
 from .common import RESUME_FREE_FIELDS, config_to_dict
-from .loop import extract
+from .loop import epoch_features
 
 __all__ = ["SourceLabelsResult", "run_source_labels", "source_label_config", "source_label_key"]
 
@@ -155,17 +155,7 @@ def run_source_labels(
         images = load_images(source_records, cfg.image_size, progress=progress, desc="source images")
     device = dist.local_device(resolve_device(cfg.device))
     # the final labels: one more clustering, of the trained network's features
-    feats = extract(
-        res.model_rg,
-        images,
-        device,
-        cfg.eval_batch_size,
-        amp=cfg.amp,
-        amp_dtype=cfg.amp_dtype,
-        progress=progress,
-        desc="features (final labels)",
-        distributed=True,
-    )
+    feats = epoch_features(res.model_rg, images, cfg, device, progress=progress, desc="features (final labels)")
     cams = np.array([r.camid for r in source_records]) if cfg.camera_centering else None
 
     def _cluster() -> np.ndarray:

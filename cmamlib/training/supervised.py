@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.loading import load_images
 from ..data.readers import relabel
 from ..data.records import INFRARED, Record
 from ..data.samplers import CrossModalitySampler, RandomIdentitySampler
@@ -32,7 +31,7 @@ from .common import (
     to_memory_format,
 )
 from .config_parts import BackboneConfig, ConfigParts, OptimConfig, RuntimeConfig, check_choices
-from .driver import Stage, train
+from .driver import Stage, train, training_images
 
 
 @dataclass
@@ -92,11 +91,7 @@ class SupervisedStage(Stage):
             raise ValueError("run_supervised: no training records")
         seed_everything(cfg.seed)
         self.device = device = resolve_device(cfg.device)
-        if images is None:
-            images = load_images(records, cfg.image_size, progress=progress)
-        if images.shape[0] != len(records):
-            raise ValueError(f"images has {images.shape[0]} rows for {len(records)} records")
-        self.images = images
+        self.images = training_images(records, images, cfg.image_size, progress)
         labels = relabel([r.pid for r in records])
         is_ir = np.array([r.modality == INFRARED for r in records])
         n_cls = int(labels.max()) + 1
