@@ -10,6 +10,13 @@ overrides for the generated tree, e.g. ``"{'thermal_model': 'legacy', 'thermal_l
 
     python investigations/probe_regdb_emission.py --out /tmp/regdb_probe [--epochs 12] [--curve] [--synth "{...}"]
 
+Diagnostic generators (``--variant``, see ``_patch_identities``): ``thermal_fixed`` (no
+per-identity thermal randomness), ``vis_fixed`` (every identity the same visible colours),
+``geometry`` (both), ``vis_shrink --shrink A`` (colours pulled towards the common ones).
+``--train`` passes SupervisedConfig overrides (e.g. ``"{'gray_prob': 1.0}"``);
+``--curve-all P`` turns any training image, of either modality, into a random gray-level
+curve of its luma with probability P (an intensity-invariance bridge in the recipe).
+
 It also prints the training identities' own V->T R1 and the last epoch's accuracy and
 triplet loss (memorised links on the training ids vs a feature that transfers).
 
@@ -45,14 +52,70 @@ def _curve_gray(orig):
     return curve
 
 
+class _Mid:
+    """A stand-in random stream that returns the middle of every draw (no per-identity randomness)."""
+
+    def uniform(self, lo=0.0, hi=1.0):
+        return (lo + hi) / 2
+
+    def normal(self, mu=0.0, sigma=1.0):
+        return mu
+
+
+def _patch_identities(variant: str, shrink: float = 0.0) -> None:
+    """Diagnostic generators: remove per-identity intensity information from one or both modalities.
+
+    ``thermal_fixed``: every identity's thermal emission is its cuts' and hair's mid value
+    (no skin / fabric / accessory randomness). ``vis_fixed``: every identity wears the same
+    colour per material (the visible image carries geometry only). ``geometry``: both.
+    ``vis_shrink``: each identity's visible colours pulled towards the common ones,
+    ``common + shrink * (own - common)`` (1: the default generator, 0: ``vis_fixed``).
+    """
+    from cmamlib.data.synth import people, writers
+
+    orig = writers.make_identity
+    base = None
+
+    def make(seed, domain, pid, cfg):
+        nonlocal base
+        ident = orig(seed, domain, pid, cfg)
+        if variant in ("vis_fixed", "geometry"):
+            if base is None:
+                base = orig(seed, domain, 10**6, cfg).vis.copy()
+            ident.vis = base.copy()
+        if variant == "vis_shrink":
+            if base is None:
+                base = orig(seed, domain, 10**6, cfg).vis.copy()
+            ident.vis = (base + shrink * (ident.vis - base)).astype(np.float32)
+        if variant in ("thermal_fixed", "geometry"):
+            ident.thermal = people.thermal_emission(ident, _Mid())
+        return ident
+
+    writers.make_identity = make
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for the generated RegDB-synth")
     ap.add_argument("--synth", default="{}", help="SynthConfig overrides (a Python dict literal)")
+    ap.add_argument("--train", default="{}", help="SupervisedConfig overrides (a Python dict literal)")
     ap.add_argument("--epochs", type=int, default=12, help="x 25 steps of 64 images")
     ap.add_argument("--split", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"), help="input size (64 32)")
+    ap.add_argument(
+        "--variant",
+        default="default",
+        choices=("default", "thermal_fixed", "vis_fixed", "geometry", "vis_shrink"),
+        help="diagnostic generator (see _patch_identities)",
+    )
+    ap.add_argument(
+        "--curve-all",
+        type=float,
+        default=0.0,
+        help="probability that any training image (both modalities) is gray and remapped by a random gray-level curve",
+    )
+    ap.add_argument("--shrink", type=float, default=0.5, help="vis_shrink's factor (1: default colours, 0: fixed)")
     ap.add_argument("--curve", action="store_true", help="random gray-level curve instead of the luma gray view")
     args = ap.parse_args()
 
@@ -61,6 +124,22 @@ def main() -> None:
     from cmamlib.data import synth
     from cmamlib.training.supervised import SupervisedConfig, run_supervised
 
+    if args.variant != "default":
+        _patch_identities(args.variant, args.shrink)
+    if args.curve_all > 0:
+        import cmamlib.training.supervised as sup
+
+        curve = _curve_gray(transforms.gray_luma)
+        orig_aug = sup.augment
+
+        def aug(x, cfg_aug, gen):
+            sel = torch.rand(x.shape[0], generator=gen) < args.curve_all
+            if sel.any():
+                x = x.clone()
+                x[sel] = curve(x[sel])
+            return orig_aug(x, cfg_aug, gen)
+
+        sup.augment = aug
     if args.curve:
         transforms.gray_luma = _curve_gray(transforms.gray_luma)
     cfg_synth = replace(synth.PRESETS["default"], **ast.literal_eval(args.synth))
@@ -70,6 +149,7 @@ def main() -> None:
         "visible_infrared",
         SupervisedConfig(image_size=tuple(args.size), epochs=args.epochs, iters_per_epoch=25, seed=args.seed),
     )
+    cfg = replace(cfg, **ast.literal_eval(args.train))
     t0 = time.time()
     res = run_supervised(cfg, d.train.records, d.train.images, progress=False)
     model = res.model.eval()
@@ -96,6 +176,10 @@ def main() -> None:
             {
                 "synth": args.synth,
                 "curve": args.curve,
+                "curve_all": args.curve_all,
+                "variant": args.variant,
+                "shrink": args.shrink if args.variant == "vis_shrink" else None,
+                "train": args.train,
                 "steps": args.epochs * 25,
                 "size": list(args.size),
                 "seconds": round(time.time() - t0, 1),
