@@ -80,9 +80,9 @@ class CircleClassifier(nn.Module):
     Shapes:
         features ``(B, D)``, targets ``(B,)`` int in ``[0, C)`` -> logits ``(B, C)`` float32.
 
-    The weights start as ``nn.Linear``'s (Kaiming uniform, ``a = sqrt(5)``), the
-    initialisation of fast-reid's later ``CircleSoftmax`` (*reconstruction*: the
-    authors' ``Circle`` leaves its ``torch.Tensor`` uninitialised).
+    The weights start Kaiming uniform with ``a = sqrt(5)`` (bound ``1 / sqrt(D)``), as in the
+    authors' code: ``BNneckHead`` applies ``weights_init_classifier`` to its ``Circle``
+    (``fastreid/modeling/heads/bnneck_head.py:34``, ``fastreid/utils/weight_init.py:38-39``).
     """
 
     def __init__(self, in_features: int, num_classes: int, scale: float = 64.0, margin: float = 0.35):

@@ -62,7 +62,7 @@ class _Mid:
         return mu
 
 
-def _patch_identities(variant: str, shrink: float = 0.0) -> None:
+def _patch_identities(variant: str, shrink: float = 0.0):
     """Diagnostic generators: remove per-identity intensity information from one or both modalities.
 
     ``thermal_fixed``: every identity's thermal emission is its cuts' and hair's mid value
@@ -92,6 +92,25 @@ def _patch_identities(variant: str, shrink: float = 0.0) -> None:
         return ident
 
     writers.make_identity = make
+    return lambda: setattr(writers, "make_identity", orig)
+
+
+def _pretrain(args, cfg) -> str:
+    """Train recipe (d) on a diagnostic generator's people (generator seed 1: other identities
+    than the evaluated ones), save the backbone and return the file's path."""
+    from cmamlib import experiments
+    from cmamlib.data import synth
+    from cmamlib.training.supervised import run_supervised
+
+    restore = _patch_identities(args.pretrain, args.shrink)
+    out = Path(args.out + "_pretrain_" + args.pretrain)
+    synth.generate(out, synth.PRESETS["default"], seed=1, datasets=("regdb",), progress=False)
+    restore()
+    d = experiments.load_regdb(out / "RegDB-synth", args.split, tuple(args.size), progress=False)
+    res = run_supervised(replace(cfg, epochs=args.pretrain_epochs), d.train.records, d.train.images, progress=False)
+    path = out / "backbone.pt"
+    torch.save(res.model.backbone.state_dict(), path)
+    return str(path)
 
 
 def main() -> None:
@@ -116,6 +135,13 @@ def main() -> None:
         help="probability that any training image (both modalities) is gray and remapped by a random gray-level curve",
     )
     ap.add_argument("--shrink", type=float, default=0.5, help="vis_shrink's factor (1: default colours, 0: fixed)")
+    ap.add_argument(
+        "--pretrain",
+        default=None,
+        choices=("thermal_fixed", "vis_fixed", "geometry", "vis_shrink"),
+        help="first train on this diagnostic generator's people (other identities), then start from its backbone",
+    )
+    ap.add_argument("--pretrain-epochs", type=int, default=80, help="x 25 steps of the pretraining run")
     ap.add_argument("--curve", action="store_true", help="random gray-level curve instead of the luma gray view")
     args = ap.parse_args()
 
@@ -150,6 +176,11 @@ def main() -> None:
         SupervisedConfig(image_size=tuple(args.size), epochs=args.epochs, iters_per_epoch=25, seed=args.seed),
     )
     cfg = replace(cfg, **ast.literal_eval(args.train))
+    if args.pretrain:
+        import cmamlib.models as models
+
+        cfg = replace(cfg, pretrained=_pretrain(args, cfg))
+        models.load_pretrained = lambda model, path: model.backbone.load_state_dict(torch.load(path))
     t0 = time.time()
     res = run_supervised(cfg, d.train.records, d.train.images, progress=False)
     model = res.model.eval()
@@ -180,6 +211,7 @@ def main() -> None:
                 "variant": args.variant,
                 "shrink": args.shrink if args.variant == "vis_shrink" else None,
                 "train": args.train,
+                "pretrain": [args.pretrain, args.pretrain_epochs * 25] if args.pretrain else None,
                 "steps": args.epochs * 25,
                 "size": list(args.size),
                 "seconds": round(time.time() - t0, 1),

@@ -87,6 +87,19 @@ def test_circle_classifier_oracle_and_detached_alphas():
         CircleClassifier(6, 0)
 
 
+def test_circle_classifier_init_is_the_codes_kaiming_uniform():
+    # fast-reid's weights_init_classifier on a Circle: kaiming_uniform_(a=sqrt(5)), bound 1 / sqrt(D)
+    torch.manual_seed(11)
+    head = CircleClassifier(64, 300)
+    torch.manual_seed(11)
+    want = torch.empty(300, 64)
+    torch.nn.init.kaiming_uniform_(want, a=math.sqrt(5))
+    assert torch.equal(head.weight.detach(), want)
+    w = head.weight.detach()
+    bound = 1 / math.sqrt(64)
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+
+
 def _triplet_oracle(f, y, margin):
     n = len(y)
     losses = []
