@@ -13,7 +13,8 @@ on (``experiments.source_labels_for`` with the default config, shared through
 Rows: ``earlier``; ``+identity_loss`` (fixed labels + circle classifier with label-smoothed
 CE, no triplet); ``+triplet`` (``triplet_weight`` 1, soft margin, post-BNNeck features);
 ``+view_forward``; ``+kl_reduction``; ``+schedule`` (two runs); ``+memory_init``
-(memory mode only); ``code`` (all of them: the defaults).
+(memory mode only); ``+memory_init+view_mean`` (also F_rg's memory updated with one row per
+image, ``rg_memory_update="view_mean"``); ``code`` (all of them: the defaults).
 
 Writes ``reports/probes/code_defaults.json``; runs live in
 ``runs/probe_code_defaults/<row>/stage1/`` (resumed). About 2 minutes per row and seed
@@ -43,6 +44,8 @@ ROWS: dict[str, dict] = {
     "+kl_reduction": {"kl_reduction": CODE_DEFAULTS["kl_reduction"]},
     "+schedule": {"schedule": CODE_DEFAULTS["schedule"]},
     "+memory_init": {"memory_init": CODE_DEFAULTS["memory_init"]},
+    # memory mode: F_rg's memory rows one per image (mean of the two views) instead of RGB then gray
+    "+memory_init+view_mean": {"memory_init": CODE_DEFAULTS["memory_init"], "rg_memory_update": "view_mean"},
     "code": {k: v for k, v in CODE_DEFAULTS.items() if k != "test_feature"},
 }
 
@@ -70,8 +73,11 @@ def main() -> None:
     root = Path(args.data)
     sysu = experiments.load_sysu(root / "SYSU-MM01-synth", default.image_size)
     market = experiments.load_market(root / "Market-1501-synth", default.image_size)
+    # the source pseudo labels of every seed, made only when a classifier-mode row needs them
+    needs_labels = any(row_config(r).identity_loss == "classifier" for r in args.rows)
     labels = {
-        s: experiments.source_labels_for(default, s, market, args.labels_runs, progress=False) for s in args.seeds
+        s: experiments.source_labels_for(default, s, market, args.labels_runs, progress=False)
+        for s in (args.seeds if needs_labels else [])
     }
     out: dict = {
         "question": "stage 1 from the earlier defaults with one code default at a time (direct transfer)",

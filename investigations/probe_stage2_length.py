@@ -7,7 +7,11 @@ of correct cross-modality pairs, unified purity). Not part of ``make bench`` (ab
 half an hour on 2 cores); writes ``reports/probes/stage2_length.json``. Runs live in
 ``runs/probe_stage2_length/`` (stage 1 is shared with the notebooks' ``runs/stage1``).
 
-    python investigations/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18]
+    python investigations/probe_stage2_length.py [--data data] [--seeds 0 1] [--epochs 6 18] [--defaults code]
+
+``--defaults code`` starts from the configs' own defaults (the authors' code, as notebooks 02 /
+03 run them) instead of ``EARLIER_DEFAULTS``, and reports model A's pre-BNNeck feature (the
+notebook's number) with the fused feature beside it.
 
 ``--set FIELD=VALUE`` (repeatable) changes a ``SelfTrainConfig`` field for every run
 (value parsed as JSON, else a string), e.g. ``--set gray_mode=luma``, or a field of a
@@ -41,7 +45,19 @@ def main() -> None:
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epochs", type=int, nargs="+", default=[6, 18])
-    ap.add_argument("--variants", nargs="+", default=["full_sim005", "stage1_rgb_only"])
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="default: full_sim005 stage1_rgb_only (earlier) / full stage1_rgb_only (code)",
+    )
+    ap.add_argument(
+        "--defaults",
+        choices=("earlier", "code"),
+        default="earlier",
+        help="both stages' base: EARLIER_DEFAULTS (the probes before, fused post-BNNeck feature) or the "
+        "configs' defaults (the authors' code, as notebooks 02 / 03: model A's pre-BNNeck feature reported)",
+    )
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--set1", dest="sets1", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument(
@@ -55,7 +71,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.cluster_features == "a":
         _cluster_on_model_a()
-    s1, s2 = CMAMConfig(**S1_EARLIER), SelfTrainConfig(**S2_EARLIER)
+    code = args.defaults == "code"
+    s1, s2 = (CMAMConfig(), SelfTrainConfig()) if code else (CMAMConfig(**S1_EARLIER), SelfTrainConfig(**S2_EARLIER))
+    if args.variants is None:
+        args.variants = ["full", "stage1_rgb_only"] if code else ["full_sim005", "stage1_rgb_only"]
     overrides, shown = parse_sets(args.sets, SelfTrainConfig)
     overrides1, shown1 = parse_sets(args.sets1, CMAMConfig)
     s1, s2 = replace(s1, **overrides1), replace(s2, **overrides)
@@ -68,6 +87,8 @@ def main() -> None:
     tag = "".join(f"_{k}-{v}" for k, v in shown.items()).translate(
         str.maketrans("", "", " []()")
     )  # eps=[0.6, 0.5] -> eps-0.6,0.5
+    if code:
+        setting, tag = f"code:{setting}", f"_code{tag}"
     runs_dir = stage1_runs_dir(Path(args.runs), shown1)
     run_prefix = "" if overrides1 else "probe_stage2_length/"
     sysu = experiments.load_sysu(Path(args.data) / "SYSU-MM01-synth", s2.image_size, progress=False)
@@ -102,9 +123,16 @@ def main() -> None:
                     )
                     print(f"{variant:16s} {setting} {epochs:3d} epochs seed {seed}: stopped: {e}", flush=True)
                     continue
-                m = experiments.sysu_row(
-                    selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10
-                )
+                if code:  # the notebook's number (cfg.test_feature, model A pre-BNNeck) and the fused one
+                    fns = experiments.stage2_feature_fns(res, cfg)
+                    m = experiments.sysu_row(next(iter(fns.values())), sysu, 10)
+                    m["all_mAP_fused"] = (
+                        experiments.sysu_row(fns["fused"], sysu, 10)["all_mAP"] if "fused" in fns else None
+                    )
+                else:
+                    m = experiments.sysu_row(
+                        selftrain_features(res.model_a, res.model_b, cfg.gray_mode, cfg.fusion), sysu, 10
+                    )
                 last = res.history[-1]
                 diag = {k: last.get(k) for k in DIAGNOSTICS}
                 row = {
@@ -116,6 +144,7 @@ def main() -> None:
                     "all_R1": m["all_R1"],
                     "all_mAP": m["all_mAP"],
                     "indoor_mAP": m["indoor_mAP"],
+                    **({"all_mAP_fused": m["all_mAP_fused"]} if code else {}),
                     "last_epoch": diag,
                 }
                 rows.append(row)

@@ -369,6 +369,67 @@ def test_memory_init_train_mode_features(source):
     assert b.history[0]["loss_mem_rg_rgb"] != pytest.approx(a.history[0]["loss_mem_rg_rgb"], rel=1e-6)
 
 
+def test_rg_memory_update_view_mean_is_one_row_per_image(source):
+    """Memory mode: ``rg_memory_update="rgb_then_gray"`` (the default) updates F_rg's memory
+    with every RGB row, then every gray row; ``"view_mean"`` with one row per image, the mean
+    of its two L2-normalised view features. Oracle: the features of
+    the same two forwards, by hand; then the momentum update equals a per-image loop."""
+    import torch.nn.functional as F
+
+    from cmamlib.losses import CrossEntropyLabelSmooth, SimilarityMatrixLoss, SymmetricKL, TripletLoss
+    from cmamlib.memory import ClusterMemory
+    from cmamlib.models import build_model
+    from cmamlib.training.cmam_step import step_losses
+
+    _, imgs = source
+    x = imgs[:6].float() / 255.0 if imgs.dtype == torch.uint8 else imgs[:6].float()
+    xg = x.mean(1, keepdim=True).expand_as(x).contiguous()
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    torch.manual_seed(0)
+    m = build_model("resnet18", width=8).train()  # train-mode forwards (batch statistics) are repeatable
+    mem = ClusterMemory(m.feat_dim, 3, 0.05, 0.2, "mean")
+    mem.features.copy_(F.normalize(torch.randn(3, m.feat_dim), dim=1))
+    args = (y, y, m, None, (mem, None), None, None, SymmetricKL(), SimilarityMatrixLoss("sum"))
+    rest = (TripletLoss(None), CrossEntropyLabelSmooth(0.1), False, torch.device("cpu"))
+    cfg = replace(SMOKE, use_aux_gray=False, view_forward="separate")
+    assert cfg.rg_memory_update == "rgb_then_gray"
+    with torch.no_grad():
+        f_rgb, f_rgg = m(x).bn_feat, m(xg).bn_feat
+        mean = step_losses(replace(cfg, rg_memory_update="view_mean"), x, xg, *args, *rest)
+        seq = step_losses(cfg, x, xg, *args, *rest)
+    want = 0.5 * (F.normalize(f_rgb, dim=1) + F.normalize(f_rgg, dim=1))
+    assert torch.allclose(mean["_upd_rg"], want, atol=1e-6) and torch.equal(mean["_upd_rg_y"], y)
+    assert torch.allclose(seq["_upd_rg"], torch.cat([f_rgb, f_rgg]), atol=1e-6)
+    assert torch.equal(seq["_upd_rg_y"], torch.cat([y, y]))
+    # the memory's "mean" rule on those rows: each class's entry moves towards the mean of
+    # its rows (the module docstring); here, per class, by hand
+    before = mem.features.clone()
+    mem.update(mean["_upd_rg"], mean["_upd_rg_y"])
+    for c in range(3):
+        rows = F.normalize(want[y == c], dim=1)
+        assert not torch.allclose(mem.features[c], before[c])
+        assert torch.dot(mem.features[c], F.normalize(rows.mean(0), dim=0)) > torch.dot(
+            before[c], F.normalize(rows.mean(0), dim=0)
+        )
+    with pytest.raises(ValueError, match="rg_memory_update='last'"):
+        run_cmam(replace(SMOKE, rg_memory_update="last"), *source, progress=False)
+
+
+def test_a_memory_run_from_before_rg_memory_update_resumes_only_as_rgb_then_gray(source, tmp_path):
+    """Checkpoints written before ``rg_memory_update`` ran ``"rgb_then_gray"`` (the default):
+    such a run resumes with it and is refused with ``"view_mean"``, naming the field."""
+    recs, imgs = source
+    cfg = replace(SMOKE, epochs=1)
+    run_cmam(cfg, recs, imgs, run_dir=tmp_path, progress=False)
+    ck = tmp_path / "checkpoint.pt"
+    state = load_checkpoint(ck)
+    del state["config"]["rg_memory_update"]
+    torch.save(state, ck)
+    with pytest.raises(ValueError, match="rg_memory_update"):
+        run_cmam(replace(cfg, rg_memory_update="view_mean"), recs, imgs, run_dir=tmp_path, resume=True, progress=False)
+    run_cmam(cfg, recs, imgs, run_dir=tmp_path, resume=True, progress=False)
+
+
 def test_source_labels_file_quality_and_reuse(source, tmp_path):
     from cmamlib.data.label_files import read_label_file
     from cmamlib.training.source_labels import run_source_labels, source_label_config

@@ -98,6 +98,13 @@ class CMAMConfig(ConfigParts, StageRuntimeConfig, MemoryConfig, ClusteringConfig
     #: (train-mode BNNeck features; eval-mode statistics of a drifting network feed a collapse
     #: loop, docs/method.md) or ``"eval"`` (the earlier default: the clustering's features).
     memory_init: str = _default("memory_init")
+    #: memory mode: how F_rg's two views update its memory each step: ``"rgb_then_gray"`` (every
+    #: RGB row, then every gray row, so each entry ends nearest its last gray feature) or
+    #: ``"view_mean"`` (one row per image, the mean of its two L2-normalised view features).
+    #: The code has no memory (it trains a classifier), so neither is the code's
+    #: (*reconstruction*); ``"view_mean"`` lost on every run measured (2 seeds x (ii), (iv):
+    #: ``reports/probes/rg_memory_update.json``), so the default stays.
+    rg_memory_update: str = "rgb_then_gray"
     #: batch-hard triplet per branch: weight (0 off; the code 1).
     triplet_weight: float = _default("triplet_weight")
     #: its hinge margin (0.3), or None for the soft margin (the code).
@@ -176,6 +183,7 @@ class CMAMConfig(ConfigParts, StageRuntimeConfig, MemoryConfig, ClusteringConfig
         "schedule": ("one_run", "two_runs"),
         "triplet_feature": ("pre_bn", "post_bn"),
         "memory_init": ("eval", "train"),
+        "rg_memory_update": ("view_mean", "rgb_then_gray"),
         "test_feature": ("pre_bnneck", "bnneck"),
         "label_space": ("shared", "per_network"),
         "view_forward": ("concat", "separate"),

@@ -88,9 +88,14 @@ def step_losses(
             out[f"{name}_rg_gray"] = id_loss(z_rgg, y)
             if cfg.triplet_weight > 0:
                 out["tri_rg_gray"] = cfg.triplet_weight * tri(gather(tri_feat(f_rgg, p_rgg)), y_all)
-        if not classifier:  # memory update with the global batch: all RGB rows, then all gray rows
-            out["_upd_rg"] = torch.cat([dist.all_gather_tensor(f.detach()) for f in (f_rgb, f_rgg) if f is not None])
-            out["_upd_rg_y"] = torch.cat([y_all] * (2 if f_rgg is not None else 1))
+        if not classifier:  # memory update with the global batch
+            if f_rgg is not None and cfg.rg_memory_update == "view_mean":  # one row per image
+                both = F.normalize(f_rgb.detach(), dim=1) + F.normalize(f_rgg.detach(), dim=1)
+                out["_upd_rg"], out["_upd_rg_y"] = dist.all_gather_tensor(0.5 * both), y_all
+            else:  # "rgb_then_gray" (or no gray view): all RGB rows, then all gray rows
+                views = [f for f in (f_rgb, f_rgg) if f is not None]
+                out["_upd_rg"] = torch.cat([dist.all_gather_tensor(f.detach()) for f in views])
+                out["_upd_rg_y"] = torch.cat([y_all] * len(views))
         if model_g is not None:
             og = model_g(xg)
             f_g, p_g = og.bn_feat, og.feat
