@@ -113,6 +113,74 @@ def _pretrain(args, cfg) -> str:
     return str(path)
 
 
+def twins(records) -> np.ndarray:
+    """``(N,)`` index of each training image's other-modality twin: the k-th visible frame of an
+    identity (by the serial in its RegDB file name) and its k-th thermal frame, which replays
+    the visible frame's draws (pose, walk phase, window); -1 where an identity has no k-th."""
+    by: dict = {}
+    for i, r in enumerate(records):
+        serial = int(Path(r.path).name.split("_")[-2])
+        by.setdefault((r.pid, r.modality), []).append((serial, i))
+    out = np.full(len(records), -1)
+    for (pid, mod), rows in by.items():
+        if mod == "visible":
+            other = sorted(by.get((pid, "infrared"), []))
+            for (_, i), (_, j) in zip(sorted(rows), other):
+                out[i], out[j] = j, i
+    return out
+
+
+def _patch_paired(records, weight: float, temp: float, feature: str = "pooled") -> None:
+    """Probe-only patch of the supervised trainer: batches of visible frames and their
+    thermal twins, plus ``weight`` x a symmetric InfoNCE between the pooled features of each
+    visible frame and the batch's thermal frames (its twin the positive; the other frames
+    of the same identity, other poses, are negatives), at temperature ``temp``, on the pooled
+    (``feature="pooled"``) or BNNeck features."""
+    import torch.nn.functional as F
+
+    import cmamlib.training.supervised as sup
+
+    twin = twins(records)
+    if (twin < 0).any():
+        raise SystemExit(f"{int((twin < 0).sum())} training images without a twin")
+    orig_begin, orig_step = sup.SupervisedStage.begin_epoch, sup.SupervisedStage.step
+
+    def begin_epoch(self, epoch):
+        row, batches = orig_begin(self, epoch)
+        ir = self.is_ir_t.numpy()
+        paired = []
+        for b in batches:
+            b = np.asarray(b)
+            v = b[~ir[b]]
+            paired.append(np.concatenate([v, twin[v]]))
+        return row, paired
+
+    def step(self, epoch, i, idx):
+        cfg, device = self.config, self.device
+        idx_t = torch.as_tensor(idx)
+        x = sup.to_float(sup.gather_batch(self.images, idx_t, device, cfg.pin_memory))
+        nv = int((~self.is_ir_t[idx_t]).sum())
+        if cfg.gray_prob > 0:
+            sel = (torch.rand(len(idx), generator=self.gen) < cfg.gray_prob) & ~self.is_ir_t[idx_t]
+            if bool(sel.any()):
+                x[sel] = sup.gray_view(x[sel], cfg.gray_mode, self.gen)
+        x = sup.augment(x, cfg.augment, self.gen)
+        y = self.labels_t[idx_t].to(device)
+        out = self.model(x)
+        logits = self.classifier(out.bn_feat)
+        l_ce, l_tri = self.ce(logits, y), self.tri(out.feat, y)
+        f = F.normalize(out.feat if feature == "pooled" else out.bn_feat, dim=1)
+        z = f[:nv] @ f[nv:].T / temp
+        target = torch.arange(nv, device=device)
+        l_pair = 0.5 * (F.cross_entropy(z, target) + F.cross_entropy(z.T, target))
+        loss = l_ce + cfg.triplet_weight * l_tri + weight * l_pair
+        acc = (logits.argmax(1) == y).float().mean()
+        return loss, {"ce": l_ce, "triplet": l_tri, "pair": l_pair, "acc": acc}
+
+    sup.SupervisedStage.begin_epoch, sup.SupervisedStage.step = begin_epoch, step
+    del orig_step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for the generated RegDB-synth")
@@ -143,6 +211,15 @@ def main() -> None:
     )
     ap.add_argument("--pretrain-epochs", type=int, default=80, help="x 25 steps of the pretraining run")
     ap.add_argument("--curve", action="store_true", help="random gray-level curve instead of the luma gray view")
+    ap.add_argument(
+        "--pair-weight",
+        type=float,
+        default=0.0,
+        help="weight of a paired-frame InfoNCE: each batch's thermal half becomes the visible half's twins "
+        "(the same frame), and every visible frame must pick its own twin among the batch's thermal frames",
+    )
+    ap.add_argument("--pair-temp", type=float, default=0.1, help="the InfoNCE's temperature")
+    ap.add_argument("--pair-feature", choices=("pooled", "bnneck"), default="pooled", help="the InfoNCE's features")
     args = ap.parse_args()
 
     import cmamlib.data.transforms as transforms
@@ -181,6 +258,8 @@ def main() -> None:
 
         cfg = replace(cfg, pretrained=_pretrain(args, cfg))
         models.load_pretrained = lambda model, path: model.backbone.load_state_dict(torch.load(path))
+    if args.pair_weight > 0:
+        _patch_paired(d.train.records, args.pair_weight, args.pair_temp, args.pair_feature)
     t0 = time.time()
     res = run_supervised(cfg, d.train.records, d.train.images, progress=False)
     model = res.model.eval()
@@ -212,6 +291,7 @@ def main() -> None:
                 "shrink": args.shrink if args.variant == "vis_shrink" else None,
                 "train": args.train,
                 "pretrain": [args.pretrain, args.pretrain_epochs * 25] if args.pretrain else None,
+                "pair": [args.pair_weight, args.pair_temp, args.pair_feature] if args.pair_weight > 0 else None,
                 "steps": args.epochs * 25,
                 "size": list(args.size),
                 "seconds": round(time.time() - t0, 1),
@@ -220,6 +300,7 @@ def main() -> None:
                 "train V->T R1": train_v2t,
                 "train acc (last epoch)": round(last["acc"], 4),
                 "train triplet (last epoch)": round(last["triplet"], 4),
+                **({"train pair InfoNCE (last epoch)": round(last["pair"], 4)} if "pair" in last else {}),
                 **{k: round(v, 4) for k, v in row.items() if k.endswith(("R1", "mAP"))},
             }
         )
