@@ -12,6 +12,11 @@ with the given prefixes (mean and population std over the seeds found).
 
     python investigations/probe_stage2_code_defaults.py --seeds 0 1 --variants full --prefix stage2_oat_
     python investigations/probe_stage2_code_defaults.py --table stage2_oat_ stage2_oat_rgb_only_ stage2_oat_seeds23_
+    python investigations/probe_stage2_code_defaults.py --diagnostics --seeds 0 1 2 3
+
+``--diagnostics`` reads the defaults rows' run logs (``runs/probe_stage2_length/<variant>_e<E>_code_seed<S>/
+log.jsonl``) and writes the first and last epoch's pseudo-label diagnostics, mean over the seeds,
+to ``reports/probes/stage2_oat_diagnostics.json``.
 
 Cost: about 45 s per 6-epoch stage-2 run on 2 cores, plus stage 1 for seeds not yet trained.
 """
@@ -78,6 +83,37 @@ def table(prefixes: list[str]) -> str:
     return "\n".join(lines)
 
 
+DIAGNOSTICS = (
+    "vis_clusters",
+    "vis_noise_fraction",
+    "vis_purity",
+    "ir_clusters",
+    "ir_noise_fraction",
+    "ir_purity",
+    "pairs_correct_fraction",
+    "unified_purity",
+)
+
+
+def diagnostics(runs: Path, variants: list[str], seeds: list[int], epochs: int) -> dict:
+    """``{variant: {"first_epoch" | "last_epoch": {key: mean over seeds}}}`` of the defaults
+    rows' stage-2 logs (keys :data:`DIAGNOSTICS`), with the seeds and log paths read."""
+    out: dict = {"seeds": seeds, "logs": []}
+    for v in variants:
+        per: dict[str, dict[str, list[float]]] = {"first_epoch": {}, "last_epoch": {}}
+        for seed in seeds:
+            log = runs / "probe_stage2_length" / f"{v}_e{epochs}_code_seed{seed}" / "log.jsonl"
+            if not log.exists():
+                raise SystemExit(f"{log} is missing: run the defaults row first (--rows code --seeds {seed})")
+            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            out["logs"].append(str(log))
+            for name, row in (("first_epoch", rows[0]), ("last_epoch", rows[-1])):
+                for k in DIAGNOSTICS:
+                    per[name].setdefault(k, []).append(float(row[k]))
+        out[v] = {name: {k: round(statistics.mean(x), 4) for k, x in d.items()} for name, d in per.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -86,7 +122,16 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     ap.add_argument("--prefix", default="stage2_oat_", help="output files reports/probes/<prefix><row>.json")
     ap.add_argument("--table", nargs="+", metavar="PREFIX", help="only print the table of these files")
+    ap.add_argument("--diagnostics", action="store_true", help="only summarise the defaults rows' logs")
+    ap.add_argument("--runs", default="runs")
     args = ap.parse_args()
+    if args.diagnostics:
+        d = diagnostics(Path(args.runs), args.variants, args.seeds, args.epochs)
+        out = PROBES / "stage2_oat_diagnostics.json"
+        out.write_text(json.dumps(d, indent=1))
+        print(json.dumps({v: d[v] for v in args.variants}, indent=1))
+        print("wrote", out)
+        return
     if args.table:
         print(table(args.table))
         return
