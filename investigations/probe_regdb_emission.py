@@ -17,6 +17,10 @@ per-identity thermal randomness), ``vis_fixed`` (every identity the same visible
 ``--curve-all P`` turns any training image, of either modality, into a random gray-level
 curve of its luma with probability P (an intensity-invariance bridge in the recipe).
 
+``--pair-weight W [--pair-temp T] [--pair-feature pooled|bnneck]`` pairs each batch's visible
+frames with their thermal twins (the same frame of the dual camera, :func:`twins`) and adds
+W x a symmetric InfoNCE between them (a probe-only patch of the supervised trainer).
+
 It also prints the training identities' own V->T R1 and the last epoch's accuracy and
 triplet loss (memorised links on the training ids vs a feature that transfers).
 
