@@ -30,10 +30,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from probe_stage2_length import run_name
+
 from cmamlib.training.selftrain import CODE_DEFAULTS, EARLIER_DEFAULTS
 
 #: The training fields of :data:`CODE_DEFAULTS` (``test_feature`` is held at the code's value).
-FIELDS = ("init_carry", "kl_detach", "kl_reduction", "dist_reduction", "ward_space")
+FIELDS = tuple(f for f in CODE_DEFAULTS if f != "test_feature")
 ROWS = {
     "earlier": "earlier stage-2 defaults",
     **{f"plus_{f}": f"+ {f}={CODE_DEFAULTS[f]}" for f in FIELDS},
@@ -66,9 +68,9 @@ def table(prefixes: list[str]) -> str:
                 for r in json.loads(f.read_text())["rows"]:
                     if "all_mAP" in r:
                         data.setdefault(row, {}).setdefault(r["variant"], {})[r["seed"]] = 100 * r["all_mAP"]
-    variants = sorted({v for by in data.values() for v in by})
     if not data:
         raise SystemExit(f"no {PROBES}/<prefix><row>.json for the prefixes {prefixes} (rows: {', '.join(ROWS)})")
+    variants = sorted({v for by in data.values() for v in by})
     lines = ["| stage 2 | " + " | ".join(f"{v}, per seed | {v}, mean" for v in variants) + " |"]
     lines.append("|" + "---|" * (1 + 2 * len(variants)))
     for row, label in ROWS.items():
@@ -102,7 +104,7 @@ def diagnostics(runs: Path, variants: list[str], seeds: list[int], epochs: int) 
     for v in variants:
         per: dict[str, dict[str, list[float]]] = {"first_epoch": {}, "last_epoch": {}}
         for seed in seeds:
-            log = runs / "probe_stage2_length" / f"{v}_e{epochs}_code_seed{seed}" / "log.jsonl"
+            log = runs / run_name(v, epochs, "_code", seed) / "log.jsonl"
             if not log.exists():
                 raise SystemExit(f"{log} is missing: run the defaults row first (--rows code --seeds {seed})")
             rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]

@@ -108,7 +108,7 @@ def main() -> None:
                         market,
                         runs_dir,
                         progress=False,
-                        run_name=f"{run_prefix}{variant}_e{epochs}{tag}_seed{seed}",
+                        run_name=run_name(variant, epochs, tag, seed, run_prefix),
                     )
                 except RuntimeError as e:  # e.g. too few pseudo identities for a batch: a result, not a crash
                     rows.append(
@@ -162,6 +162,12 @@ def main() -> None:
         )
     )
     print("wrote", out)
+
+
+def run_name(variant: str, epochs: int, tag: str, seed: int, prefix: str = "probe_stage2_length/") -> str:
+    """A stage-2 run's folder under the runs folder: ``<prefix><variant>_e<epochs><tag>_seed<seed>``
+    (``tag`` the settings, e.g. ``_code`` for the code's defaults unchanged)."""
+    return f"{prefix}{variant}_e{epochs}{tag}_seed{seed}"
 
 
 def _cluster_on_model_a() -> None:
